@@ -1,0 +1,163 @@
+package rules
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Family is an address family.
+type Family int
+
+// Address families.
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// Rule is one iptables rule: appended to Chain of Table, or inserted at position Insert (1-based)
+// when Insert > 0. Args are the match and target arguments, e.g. ["-p", "tcp", "-j", "RETURN"].
+type Rule struct {
+	Table  string
+	Chain  string
+	Insert int
+	Args   []string
+}
+
+// Spec renders the rule as Istio writes it in an iptables-restore payload:
+// "-A CHAIN args..." or "-I CHAIN N args...".
+func (r Rule) Spec() string {
+	if r.Insert > 0 {
+		return "-I " + r.Chain + " " + strconv.Itoa(r.Insert) + " " + strings.Join(r.Args, " ")
+	}
+	return "-A " + r.Chain + " " + strings.Join(r.Args, " ")
+}
+
+// Target returns the rule's jump target when it is the last argument pair ("-j X"), else "".
+func (r Rule) Target() string {
+	if n := len(r.Args); n >= 2 && r.Args[n-2] == "-j" {
+		return r.Args[n-1]
+	}
+	return ""
+}
+
+// builtIn lists the built-in chains and targets Istio never declares (constants.BuiltInChainsAndTargetsMap).
+var builtIn = map[string]bool{
+	"INPUT": true, "OUTPUT": true, "FORWARD": true, "PREROUTING": true, "POSTROUTING": true,
+	"ACCEPT": true, "RETURN": true, "DROP": true,
+}
+
+// IsBuiltinChain reports whether chain is one of the kernel's built-in chains (not ours).
+func IsBuiltinChain(chain string) bool {
+	switch chain {
+	case "INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING":
+		return true
+	}
+	return false
+}
+
+// RuleSet is the generated rules of one configuration, per address family, in Istio's order.
+type RuleSet struct {
+	v4, v6 []Rule
+	ipv6   bool
+}
+
+// Rules returns the rules of family f (nil for IPv6 when IPv6 is off).
+func (rs *RuleSet) Rules(f Family) []Rule {
+	if f == IPv6 {
+		return rs.v6
+	}
+	return rs.v4
+}
+
+// Families returns the families the rule set programs.
+func (rs *RuleSet) Families() []Family {
+	if rs.ipv6 {
+		return []Family{IPv4, IPv6}
+	}
+	return []Family{IPv4}
+}
+
+// Empty reports whether the rule set has no rules at all (interception mode NONE).
+func (rs *RuleSet) Empty() bool { return len(rs.v4) == 0 && len(rs.v6) == 0 }
+
+// TableChains is the set of our (non-built-in) chains of one family, per table, in the order Istio
+// declares them.
+type TableChains map[string][]string
+
+// Tables returns the table names in sorted order.
+func (tc TableChains) Tables() []string {
+	names := make([]string, 0, len(tc))
+	for t := range tc {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Chains returns, per table, the chains Istio declares with -N for family f: first every chain that
+// receives a rule, in order of appearance, then every jump target not yet declared.
+func (rs *RuleSet) Chains(f Family) TableChains {
+	tc := TableChains{}
+	seen := map[string]bool{}
+	add := func(table, chain string) {
+		key := table + ":" + chain
+		if seen[key] {
+			return
+		}
+		seen[key] = true
+		if !builtIn[chain] {
+			tc[table] = append(tc[table], chain)
+		}
+	}
+	rules := rs.Rules(f)
+	for _, r := range rules {
+		add(r.Table, r.Chain)
+	}
+	for _, r := range rules {
+		if t := r.Target(); t != "" {
+			add(r.Table, t)
+		}
+	}
+	return tc
+}
+
+// Payload renders family f as Istio's iptables-restore input: per table (sorted by name, tables
+// without rules left out) the chain declarations, then the rules in order, then COMMIT. It is what
+// Istio feeds a namespace that holds no Istio rules yet; it is not re-appliable as is.
+func (rs *RuleSet) Payload(f Family) string {
+	if f == IPv6 && !rs.ipv6 {
+		return ""
+	}
+	chains := rs.Chains(f)
+	byTable := map[string][]string{}
+	for _, table := range chains.Tables() {
+		for _, c := range chains[table] {
+			byTable[table] = append(byTable[table], "-N "+c)
+		}
+	}
+	for _, r := range rs.Rules(f) {
+		byTable[r.Table] = append(byTable[r.Table], r.Spec())
+	}
+	tables := make([]string, 0, len(byTable))
+	for t := range byTable {
+		tables = append(tables, t)
+	}
+	sort.Strings(tables)
+	var b strings.Builder
+	for _, t := range tables {
+		b.WriteString("* " + t + "\n")
+		for _, line := range byTable[t] {
+			b.WriteString(line + "\n")
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
