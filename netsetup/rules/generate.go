@@ -43,6 +43,11 @@ func Generate(cfg *Config) (*RuleSet, error) {
 		return nil, errors.New("proxy UID and GID lists must not be empty")
 	}
 	g.run()
+	g.rs.routes = Routes{LoopbackV6: cfg.EnableIPv6}
+	in := cfg.InboundPortsInclude
+	if cfg.InterceptionMode == ModeTProxy && (in.All || len(in.Ports) > 0) {
+		g.rs.routes.TProxy, g.rs.routes.Mark, g.rs.routes.Table = true, cfg.TProxyMark, cfg.TProxyRouteTable
+	}
 	return g.rs, nil
 }
 

@@ -1,6 +1,9 @@
 package rules
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,10 +66,38 @@ func IsBuiltinChain(chain string) bool {
 	return false
 }
 
-// RuleSet is the generated rules of one configuration, per address family, in Istio's order.
+// RuleSet is the generated rules of one configuration, per address family, in Istio's order,
+// and the routes that go with them.
 type RuleSet struct {
 	v4, v6 []Rule
 	ipv6   bool
+	routes Routes
+}
+
+// Routes is what a rule set needs besides iptables rules (Istio's tproxy.ConfigureRoutes).
+type Routes struct {
+	// TProxy: policy routing for TPROXY mode (fwmark Mark -> table Table, local default route on lo),
+	// for each family. Only when TPROXY captures inbound ports.
+	TProxy bool
+	Mark   uint32
+	Table  int
+	// LoopbackV6: ::6/128 on lo, the IPv6 inbound-passthrough source, whenever IPv6 rules are on.
+	LoopbackV6 bool
+}
+
+// Routes returns the routes the rule set needs.
+func (rs *RuleSet) Routes() Routes { return rs.routes }
+
+// Hash is a short hash of the complete programmed state the rule set describes: both families'
+// payloads and the routes. It depends only on the configuration, not on the backend or the
+// iptables version, so it is the same on every node; "none" when there is nothing to program.
+func (rs *RuleSet) Hash() string {
+	if rs.Empty() {
+		return "none"
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%+v", rs.Payload(IPv4), rs.Payload(IPv6), rs.routes)
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Rules returns the rules of family f (nil for IPv6 when IPv6 is off).

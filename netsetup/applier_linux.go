@@ -1,0 +1,304 @@
+package netsetup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+)
+
+// Namespace is a network namespace the Applier can enter (netns.Handle is one).
+type Namespace interface {
+	// Do runs fn on an OS thread locked inside the namespace.
+	Do(fn func() error) error
+	// Path names the namespace in messages.
+	Path() string
+}
+
+// Options configure an Applier.
+type Options struct {
+	// Backend is the iptables backend; empty means detect the node's (DetectBackend).
+	Backend Backend
+	// LockDir is a writable directory for the per-pod xtables lock files (never /run/xtables.lock).
+	LockDir string
+}
+
+// Applier programs network namespaces. It is safe for concurrent use on different namespaces;
+// callers serialize operations on the same pod (nft ignores the xtables lock).
+type Applier struct {
+	backend Backend
+	lockDir string
+	run     runner
+
+	mu        sync.Mutex
+	canonical map[string]State // canonical form by backend, family and payload hash
+}
+
+// NewApplier validates opts, detects the backend when it is not given, and creates LockDir.
+func NewApplier(ctx context.Context, opts Options) (*Applier, error) {
+	if opts.LockDir == "" {
+		return nil, errors.New("xtables lock directory: must be set")
+	}
+	if err := os.MkdirAll(opts.LockDir, 0o700); err != nil {
+		return nil, fmt.Errorf("xtables lock directory %q: %w", opts.LockDir, err)
+	}
+	a := &Applier{backend: opts.Backend, lockDir: opts.LockDir, run: execTool, canonical: map[string]State{}}
+	if a.backend == "" {
+		b, err := DetectBackend(ctx, a.run)
+		if err != nil {
+			return nil, err
+		}
+		a.backend = b
+	}
+	return a, nil
+}
+
+// Backend returns the backend in use.
+func (a *Applier) Backend() Backend { return a.backend }
+
+// DetectBackend returns the node's iptables backend, looked for in the calling thread's (the
+// host's) network namespace: the kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY chains in
+// the nft backend, then in legacy; nft when neither has them. It never looks inside a pod.
+func DetectBackend(ctx context.Context, run runner) (Backend, error) {
+	var errs []error
+	for _, b := range []Backend{BackendNFT, BackendLegacy} {
+		out, err := run(ctx, os.Environ(), "", binary(b, rules.IPv4, "save"), "-t", "mangle")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if strings.Contains(out, ":KUBE-IPTABLES-HINT") || strings.Contains(out, ":KUBE-KUBELET-CANARY") {
+			return b, nil
+		}
+	}
+	if len(errs) == 2 {
+		return "", fmt.Errorf("detect iptables backend: %w", errors.Join(errs...))
+	}
+	return BackendNFT, nil
+}
+
+// LockFile is the xtables lock file of a pod.
+func (a *Applier) LockFile(key string) string {
+	return filepath.Join(a.lockDir, strings.ReplaceAll(key, "/", "_")+".lock")
+}
+
+// Forget removes the pod's lock file.
+func (a *Applier) Forget(key string) {
+	_ = os.Remove(a.LockFile(key))
+}
+
+func (a *Applier) env(key string) []string {
+	return append(os.Environ(), "XTABLES_LOCKFILE="+a.LockFile(key))
+}
+
+// Apply programs ns with the rules of cfg: one iptables-restore --noflush per family that needs a
+// change, then a read-back that must match the canonical form, then the routes. Applying the same
+// configuration again changes nothing. key names the pod (its UID) for the lock file.
+func (a *Applier) Apply(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (Result, error) {
+	return a.sync(ctx, ns, key, cfg, true)
+}
+
+// Verify checks that ns holds exactly the rules and routes of cfg. A difference is ErrDrift, with
+// the first difference in the message.
+func (a *Applier) Verify(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (Result, error) {
+	return a.sync(ctx, ns, key, cfg, false)
+}
+
+func (a *Applier) sync(ctx context.Context, ns Namespace, key string, cfg *rules.Config, write bool) (Result, error) {
+	rs, err := rules.Generate(cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Hash: rs.Hash(), Families: contract.FamiliesIPv4}
+	if cfg.EnableIPv6 {
+		res.Families = contract.FamiliesDual
+	}
+	want := map[rules.Family]State{}
+	for _, f := range rs.Families() {
+		if want[f], err = a.canonicalState(ctx, rs, f); err != nil {
+			return Result{}, err
+		}
+	}
+	env := a.env(key)
+	err = ns.Do(func() error {
+		run, done, err := a.runnerFor()
+		if err != nil {
+			return err
+		}
+		defer done()
+		for _, f := range rs.Families() {
+			changed, err := a.syncFamily(ctx, run, env, rs, f, want[f], write)
+			if err != nil {
+				return err
+			}
+			res.Changed = res.Changed || changed
+		}
+		changed, err := syncRoutes(rs.Routes(), write)
+		res.Changed = res.Changed || changed
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return res, nil
+}
+
+// syncFamily probes one family, and when it differs from want either reports drift (write false)
+// or replaces our rules in one restore and checks the result.
+func (a *Applier) syncFamily(ctx context.Context, run runner, env []string, rs *rules.RuleSet, f rules.Family, want State, write bool) (bool, error) {
+	have, err := a.probe(ctx, run, env, f)
+	if err != nil {
+		return false, err
+	}
+	ok, diff := want.Equal(have)
+	if ok {
+		return false, nil
+	}
+	if !write {
+		return false, fmt.Errorf("%w: %s: %s", ErrDrift, f, diff)
+	}
+	tx := Transaction(rs, f, have)
+	if _, err := run(ctx, env, tx, binary(a.backend, f, "restore"), "--noflush", "--wait=10"); err != nil {
+		return false, err
+	}
+	have, err = a.probe(ctx, run, env, f)
+	if err != nil {
+		return true, err
+	}
+	if ok, diff := want.Equal(have); !ok {
+		return true, fmt.Errorf("%w after restore: %s: %s", ErrDrift, f, diff)
+	}
+	return true, nil
+}
+
+func (a *Applier) probe(ctx context.Context, run runner, env []string, f rules.Family) (State, error) {
+	out, err := run(ctx, env, "", binary(a.backend, f, "save"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseSave(out)
+}
+
+// Live returns iptables-save's output for each family in ns (for inspect).
+func (a *Applier) Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error) {
+	out := map[rules.Family]string{}
+	err := ns.Do(func() error {
+		run, done, err := a.runnerFor()
+		if err != nil {
+			return err
+		}
+		defer done()
+		for _, f := range families {
+			if out[f], err = run(ctx, a.env(key), "", binary(a.backend, f, "save")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ForeignRules reports whether ns holds ISTIO_* chains in the other backend (two rule sets would
+// both be live). For legacy it reads the namespace's loaded table names first, so it never
+// creates legacy tables in a pod that has none.
+func (a *Applier) ForeignRules(ctx context.Context, ns Namespace, key string) (bool, error) {
+	other := a.backend.Other()
+	found := false
+	err := ns.Do(func() error {
+		for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+			if other == BackendLegacy {
+				names := "/proc/thread-self/net/ip_tables_names"
+				if f == rules.IPv6 {
+					names = "/proc/thread-self/net/ip6_tables_names"
+				}
+				data, err := os.ReadFile(names)
+				if err != nil || strings.TrimSpace(string(data)) == "" {
+					continue // module not loaded, or no table in this namespace
+				}
+			}
+			out, err := a.run(ctx, a.env(key), "", binary(other, f, "save"))
+			if err != nil {
+				return err
+			}
+			st, err := ParseSave(out)
+			if err != nil {
+				return err
+			}
+			if !st.Empty() {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// canonicalState returns how iptables-save prints family f of rs with this backend: obtained once
+// per distinct payload by a round trip through a scratch network namespace, then cached.
+func (a *Applier) canonicalState(ctx context.Context, rs *rules.RuleSet, f rules.Family) (State, error) {
+	payload := rs.Payload(f)
+	if payload == "" {
+		return State{}, nil
+	}
+	sum := sha256.Sum256([]byte(payload))
+	key := string(a.backend) + "/" + f.String() + "/" + hex.EncodeToString(sum[:])
+	a.mu.Lock()
+	st, ok := a.canonical[key]
+	a.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	out, err := a.inScratchNamespace(func() (string, error) {
+		env := a.env("scratch-" + hex.EncodeToString(sum[:8]))
+		if _, err := a.run(ctx, env, payload, binary(a.backend, f, "restore"), "--wait=10"); err != nil {
+			return "", err
+		}
+		return a.run(ctx, env, "", binary(a.backend, f, "save"))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("canonical form of the %s rules (scratch namespace): %w", f, err)
+	}
+	if st, err = ParseSave(out); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if len(a.canonical) > 4096 {
+		clear(a.canonical)
+	}
+	a.canonical[key] = st
+	a.mu.Unlock()
+	return st, nil
+}
+
+// inScratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
+// thread is never unlocked, so the Go runtime destroys it (and the namespace) afterwards.
+func (a *Applier) inScratchNamespace(fn func() (string, error)) (string, error) {
+	type result struct {
+		out string
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
+			return
+		}
+		out, err := fn()
+		ch <- result{out, err}
+	}()
+	r := <-ch
+	return r.out, r.err
+}

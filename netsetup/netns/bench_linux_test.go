@@ -1,0 +1,71 @@
+package netns
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
+)
+
+// BenchmarkFind measures Find with 50 pod namespaces around, each held by a process in a cgroup of
+// its pod UID, holding its IP on a veth, and pinned by name in a netns directory (as containerd
+// does). Each strategy scans everything it sees (to detect ambiguity), so the target's position
+// does not matter.
+func BenchmarkFind(b *testing.B) {
+	testutil.RequireRoot(b)
+	const pods = 50
+	dir := b.TempDir()
+	type pod struct {
+		uid string
+		ip  netip.Addr
+		s   *sandbox
+	}
+	var all []pod
+	for range pods {
+		p := pod{uid: newUID(), ip: newIPv4()}
+		p.s = newProc(b, false, podCgroup(b, p.uid))
+		p.s.addVeth(b, p.ip)
+		p.s.pinNamed(b, dir)
+		all = append(all, p)
+	}
+	target := all[pods/2]
+	want := target.s.key(b)
+	ctx := context.Background()
+
+	for _, c := range []struct {
+		name string
+		opts Options
+	}{
+		{"named", Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}}},
+		{"proc-uid", Options{Strategies: []Strategy{StrategyProcUID}}},
+		{"proc-ip", Options{Strategies: []Strategy{StrategyProcIP}}},
+		{"cached", Options{NetnsDirs: []string{dir}, Cache: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			f := newFinder(b, c.opts)
+			for b.Loop() {
+				h, err := f.Find(ctx, target.uid, []netip.Addr{target.ip})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if h.Key() != want {
+					b.Fatalf("found inode %d, want %d", h.Inode(), want.Ino)
+				}
+				h.Close()
+			}
+		})
+	}
+	b.Run("Do", func(b *testing.B) {
+		h, err := Open(target.s.Path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		for b.Loop() {
+			if err := h.Do(func() error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

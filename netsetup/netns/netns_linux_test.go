@@ -1,0 +1,468 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+)
+
+// newFinder returns a Finder closed at cleanup.
+func newFinder(t testing.TB, opts Options) *Finder {
+	t.Helper()
+	f, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// mustFind expects Find to return the namespace want.
+func mustFind(t testing.TB, f *Finder, uid string, ips []netip.Addr, want Key) *Handle {
+	t.Helper()
+	h, err := f.Find(context.Background(), uid, ips)
+	if err != nil {
+		t.Fatalf("Find(%q, %v): %v", uid, ips, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	if h.Key() != want {
+		t.Fatalf("Find(%q, %v) = %s (inode %d), want inode %d", uid, ips, h.Path(), h.Inode(), want.Ino)
+	}
+	if f.IsHost(h) {
+		t.Fatalf("Find returned the host namespace %s", h.Path())
+	}
+	return h
+}
+
+// findErr expects Find to fail with target, and returns the error.
+func findErr(t testing.TB, f *Finder, uid string, ips []netip.Addr, target error) error {
+	t.Helper()
+	h, err := f.Find(context.Background(), uid, ips)
+	if err == nil {
+		h.Close()
+		t.Fatalf("Find(%q, %v) = %s (inode %d), want error %v", uid, ips, h.Path(), h.Inode(), target)
+	}
+	if !errors.Is(err, target) {
+		t.Fatalf("Find(%q, %v) error = %v, want %v", uid, ips, err, target)
+	}
+	t.Logf("as expected: %v", err)
+	return err
+}
+
+func only(s ...Strategy) Options { return Options{Strategies: s} }
+
+func TestOpenHandle(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newNamed(t)
+	ip := newIPv4()
+	s.addVeth(t, ip)
+	before := OpenFDs()
+
+	h, err := Open(s.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if OpenFDs() != before+1 {
+		t.Errorf("OpenFDs = %d after Open, want %d", OpenFDs(), before+1)
+	}
+	if h.Path() != s.Path || h.Key() != s.key(t) || h.Inode() != s.key(t).Ino {
+		t.Errorf("handle %s inode %d, want %s inode %d", h.Path(), h.Inode(), s.Path, s.key(t).Ino)
+	}
+	// Do runs on a thread inside the namespace.
+	var inside uint64
+	if err := h.Do(func() error {
+		var st unix.Stat_t
+		err := unix.Stat("/proc/thread-self/ns/net", &st)
+		inside = st.Ino
+		return err
+	}); err != nil || inside != h.Inode() {
+		t.Errorf("Do: thread namespace inode %d (%v), want %d", inside, err, h.Inode())
+	}
+	wantErr := errors.New("from fn")
+	if err := h.Do(func() error { return wantErr }); err != wantErr {
+		t.Errorf("Do returned %v, want fn's error", err)
+	}
+	addrs, err := h.Addrs()
+	if err != nil || !containsAddr(addrs, ip) {
+		t.Errorf("Addrs = %v, %v; want %s among them", addrs, err, ip)
+	}
+	id, err := h.ID()
+	if err != nil || id.Kind != contract.KindCookie || id.Value == 0 {
+		t.Errorf("ID = %v, %v; want a cookie", id, err)
+	}
+	self, err := contract.CurrentNetnsID()
+	if err != nil || self == id {
+		t.Errorf("ID %v equals the test's own namespace %v (%v)", id, self, err)
+	}
+	// A second handle on the same namespace has the same identity.
+	h2, err := Open(s.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id2, err := h2.ID(); err != nil || id2 != id || !h2.Same(h) {
+		t.Errorf("second handle ID %v (%v), want %v", id2, err, id)
+	}
+	h2.Close()
+
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if OpenFDs() != before {
+		t.Errorf("OpenFDs = %d after Close, want %d", OpenFDs(), before)
+	}
+	if err := h.Do(func() error { return nil }); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("Do after Close: %v", err)
+	}
+
+	// Not a namespace, and absent.
+	file := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(file, nil, 0o644)
+	if _, err := Open(file); err == nil || !strings.Contains(err.Error(), file) {
+		t.Errorf("Open(plain file) = %v, want an error naming it", err)
+	}
+	if _, err := Open("/run/netns/absent-" + randHex(8)); err == nil || !strings.Contains(err.Error(), "absent-") {
+		t.Errorf("Open(absent) = %v, want an error naming it", err)
+	}
+	// A namespace of another type.
+	if _, err := Open("/proc/self/ns/uts"); err == nil || !strings.Contains(err.Error(), "another type") {
+		t.Errorf("Open(uts namespace) = %v, want a type error", err)
+	}
+}
+
+func TestHostID(t *testing.T) {
+	testutil.RequireRoot(t)
+	f := newFinder(t, Options{})
+	self, err := contract.CurrentNetnsID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.HostID() != self {
+		t.Errorf("HostID = %v, want the test's own %v", f.HostID(), self)
+	}
+	for _, p := range []string{"/proc/self/ns/net", "/proc/1/ns/net"} {
+		h, err := Open(p)
+		if err != nil && p == "/proc/1/ns/net" {
+			t.Logf("PID 1's namespace is not readable here (%v): the Finder relies on its own", err)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.IsHost(h) {
+			t.Errorf("IsHost(%s) = false", p)
+		}
+		h.Close()
+	}
+	s := newProc(t, false)
+	h, err := Open(s.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if f.IsHost(h) {
+		t.Errorf("IsHost(a new namespace) = true")
+	}
+}
+
+func TestFindNamed(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newNamed(t)
+	ip := newIPv4()
+	s.addVeth(t, ip)
+	decoy := newNamed(t) // another namespace, without the IP
+	decoy.addVeth(t, newIPv4())
+
+	f := newFinder(t, only(StrategyNamed)) // default dirs: /var/run/netns and /run/netns
+	h := mustFind(t, f, newUID(), []netip.Addr{ip}, s.key(t))
+	if h.Source() != StrategyNamed || !strings.HasSuffix(h.Path(), "/"+s.Name) {
+		t.Errorf("found %s by %q, want %s by named", h.Path(), h.Source(), s.Name)
+	}
+	id, err := h.ID()
+	if err != nil || id.Kind != contract.KindCookie || id == f.HostID() {
+		t.Errorf("ID = %v, %v", id, err)
+	}
+}
+
+func TestFindByCgroupUID(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, hier := range cgroupHierarchies(t) {
+		for _, l := range layouts {
+			t.Run(hier.Name+"/"+l.Name, func(t *testing.T) {
+				uid := newUID()
+				s := newProc(t, false, filepath.Join(hier.Root, l.Path(uid)))
+				ip := newIPv4()
+				s.addVeth(t, ip)
+				other := newProc(t, false, filepath.Join(hier.Root, l.Path(newUID())))
+				other.addVeth(t, newIPv4())
+
+				f := newFinder(t, only(StrategyProcUID))
+				h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
+				if h.Source() != StrategyProcUID {
+					t.Errorf("Source = %q", h.Source())
+				}
+				// The systemd spelling of the UID is accepted too (upper case as well).
+				mustFind(t, f, strings.ToUpper(uid), []netip.Addr{ip}, s.key(t))
+			})
+		}
+	}
+}
+
+func TestFindByIP(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newProc(t, false)
+	v4, v6 := newIPv4(), newIPv6()
+	s.addVeth(t, v4, v6)
+	decoy := newProc(t, false)
+	decoy.addVeth(t, newIPv4())
+
+	f := newFinder(t, only(StrategyProcIP))
+	h := mustFind(t, f, newUID(), []netip.Addr{v4}, s.key(t))
+	if h.Source() != StrategyProcIP {
+		t.Errorf("Source = %q", h.Source())
+	}
+	// Dual-stack pod: one of its IPs is enough.
+	mustFind(t, f, newUID(), []netip.Addr{newIPv4(), v6}, s.key(t))
+}
+
+func TestFindDefaultOrder(t *testing.T) {
+	testutil.RequireRoot(t)
+	uid := newUID()
+	s := newProc(t, false, podCgroup(t, uid))
+	ip := newIPv4()
+	s.addVeth(t, ip)
+	dir := t.TempDir()
+
+	// Not named: proc-uid finds it.
+	f := newFinder(t, Options{NetnsDirs: []string{dir}})
+	if h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)); h.Source() != StrategyProcUID {
+		t.Errorf("Source = %q, want proc-uid", h.Source())
+	}
+	// Named: found first by name.
+	s.pinNamed(t, dir)
+	if h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)); h.Source() != StrategyNamed {
+		t.Errorf("Source = %q, want named", h.Source())
+	}
+	// A UID nobody runs: proc-ip finds it.
+	f2 := newFinder(t, only(StrategyProcUID, StrategyProcIP))
+	if h := mustFind(t, f2, newUID(), []netip.Addr{ip}, s.key(t)); h.Source() != StrategyProcIP {
+		t.Errorf("Source = %q, want proc-ip", h.Source())
+	}
+}
+
+func TestHostNamespaceNeverReturned(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Run("pod IP on the host", func(t *testing.T) {
+		host := &sandbox{Path: "/proc/self/ns/net", host: true}
+		ip := newIPv4()
+		host.addVeth(t, ip)
+		f := newFinder(t, Options{})
+		err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrHostNamespace)
+		if !strings.Contains(err.Error(), "host network namespace holds ["+ip.String()+"]") {
+			t.Errorf("error does not say the host holds the IP: %v", err)
+		}
+	})
+	t.Run("hostNetwork pod processes", func(t *testing.T) {
+		uid := newUID()
+		hp := newProc(t, true, podCgroup(t, uid))
+		ip := newIPv4()
+		hp.addVeth(t, ip)
+		f := newFinder(t, only(StrategyProcUID))
+		err := findErr(t, f, uid, []netip.Addr{ip}, ErrHostNamespace)
+		if !strings.Contains(err.Error(), "hostNetwork") {
+			t.Errorf("error does not mention hostNetwork: %v", err)
+		}
+	})
+	t.Run("named entry pinning the host namespace", func(t *testing.T) {
+		host := &sandbox{Path: "/proc/self/ns/net", host: true}
+		ip := newIPv4()
+		host.addVeth(t, ip)
+		dir := t.TempDir()
+		host.pinNamed(t, dir)
+		f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}})
+		err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrHostNamespace)
+		if !strings.Contains(err.Error(), "1 naming the host's, skipped") {
+			t.Errorf("error does not say the named entry is the host's: %v", err)
+		}
+	})
+}
+
+func TestNamespaceWithoutPodIPRejected(t *testing.T) {
+	testutil.RequireRoot(t)
+	uid := newUID()
+	s := newProc(t, false, podCgroup(t, uid))
+	held := newIPv4()
+	s.addVeth(t, held)
+	dir := t.TempDir()
+	s.pinNamed(t, dir)
+
+	f := newFinder(t, Options{NetnsDirs: []string{dir}})
+	want := newIPv4()
+	err := findErr(t, f, uid, []netip.Addr{want}, ErrNotFound)
+	for _, sub := range []string{"named: 1 namespaces in " + dir, "proc-uid:", "proc-ip:", "holds [" + held.String() + "]", want.String()} {
+		if !strings.Contains(err.Error(), sub) {
+			t.Errorf("error lacks %q: %v", sub, err)
+		}
+	}
+	if errors.Is(err, ErrHostNamespace) || errors.Is(err, ErrAmbiguous) {
+		t.Errorf("error is also host/ambiguous: %v", err)
+	}
+}
+
+func TestTwoCandidatesNotGuessed(t *testing.T) {
+	testutil.RequireRoot(t)
+	uid := newUID()
+	ip := newIPv4()
+
+	t.Run("named, no processes", func(t *testing.T) {
+		a, b := newNamed(t), newNamed(t)
+		a.addVeth(t, ip)
+		b.addVeth(t, ip)
+		f := newFinder(t, only(StrategyNamed))
+		err := findErr(t, f, uid, []netip.Addr{ip}, ErrAmbiguous)
+		var ae *AmbiguousError
+		if !errors.As(err, &ae) || len(ae.Candidates) != 2 {
+			t.Fatalf("error %v: want an *AmbiguousError with 2 candidates", err)
+		}
+		paths := ae.Candidates[0].Path + " " + ae.Candidates[1].Path
+		if !strings.Contains(paths, a.Name) || !strings.Contains(paths, b.Name) || !strings.Contains(err.Error(), "none runs a process") {
+			t.Errorf("candidates %s, error %v", paths, err)
+		}
+	})
+
+	// A leaked namespace of another pod holding the same IP, and the pod's own.
+	dir := t.TempDir()
+	leaked := newProc(t, false, podCgroup(t, newUID()))
+	leaked.addVeth(t, ip)
+	leaked.pinNamed(t, dir)
+	own := newProc(t, false, podCgroup(t, uid))
+	own.addVeth(t, ip)
+	own.pinNamed(t, dir)
+	for _, s := range []Strategy{StrategyNamed, StrategyProcIP} {
+		t.Run(string(s)+", resolved by pod UID", func(t *testing.T) {
+			f := newFinder(t, Options{Strategies: []Strategy{s}, NetnsDirs: []string{dir}})
+			mustFind(t, f, uid, []netip.Addr{ip}, own.key(t))
+			// Without a process of the pod, nothing decides.
+			err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrAmbiguous)
+			want := []string{leaked.Path, own.Path}
+			if s == StrategyNamed {
+				want = []string{dir + "/cni-", "pids [" + strconv.Itoa(leaked.PID) + "]"}
+			}
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+
+	t.Run("both run processes of the pod", func(t *testing.T) {
+		again := newProc(t, false, podCgroup(t, uid)) // a sandbox being re-created
+		again.addVeth(t, ip)
+		f := newFinder(t, only(StrategyProcUID))
+		err := findErr(t, f, uid, []netip.Addr{ip}, ErrAmbiguous)
+		var ae *AmbiguousError
+		if !errors.As(err, &ae) || len(ae.Candidates) != 2 || !ae.Candidates[0].UIDMatch || !ae.Candidates[1].UIDMatch {
+			t.Fatalf("error %v: want 2 candidates matching the UID", err)
+		}
+	})
+}
+
+func TestCache(t *testing.T) {
+	testutil.RequireRoot(t)
+	uid := newUID()
+	s := newProc(t, false, podCgroup(t, uid))
+	ip, ip2 := newIPv4(), newIPv4()
+	s.addVeth(t, ip, ip2)
+
+	fds := OpenFDs()
+	f := newFinder(t, Options{Strategies: []Strategy{StrategyProcUID}, Cache: true})
+	fds++ // the Finder's own namespace
+	stats := func(wantHits, wantMisses int64) {
+		t.Helper()
+		if f.hits.Load() != wantHits || f.misses.Load() != wantMisses {
+			t.Errorf("cache hits %d, misses %d; want %d, %d", f.hits.Load(), f.misses.Load(), wantHits, wantMisses)
+		}
+	}
+
+	h1 := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
+	h2 := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
+	stats(1, 1)
+	if h1 == h2 || f.Cached() != 1 || OpenFDs() != fds+1 {
+		t.Errorf("cached %d, open fds %d (want 1, %d): one fd shared by the cache and both handles", f.Cached(), OpenFDs(), fds+1)
+	}
+	h1.Close()
+	if err := h2.Do(func() error { return nil }); err != nil {
+		t.Errorf("closing one handle broke another: %v", err)
+	}
+	h2.Close()
+	if OpenFDs() != fds+1 {
+		t.Errorf("open fds %d with the handles closed, want the cache's: %d", OpenFDs(), fds+1)
+	}
+
+	// Another set of IPs: dropped and found again.
+	mustFind(t, f, uid, []netip.Addr{ip, ip2}, s.key(t)).Close()
+	stats(1, 2)
+	mustFind(t, f, uid, []netip.Addr{ip2, ip}, s.key(t)).Close()
+	stats(2, 2)
+
+	// The namespace no longer holds the IP: dropped, not found.
+	s.delAddr(t, ip)
+	s.delAddr(t, ip2)
+	findErr(t, f, uid, []netip.Addr{ip, ip2}, ErrNotFound)
+	stats(2, 3)
+	if f.Cached() != 0 {
+		t.Errorf("cached %d after the IP left, want 0", f.Cached())
+	}
+
+	// The sandbox is re-created (same IP, new namespace): the old one is not served from the cache.
+	s.addVeth(t, ip)
+	mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)).Close()
+	s2 := newProc(t, false, podCgroup(t, uid))
+	s2.addVeth(t, ip)
+	s.stop() // the old namespace lives on through the cache's fd, still holding the IP
+	h := mustFind(t, f, uid, []netip.Addr{ip}, s2.key(t))
+	stats(2, 5)
+
+	// Forget closes the cached fd.
+	h.Close()
+	if f.Cached() != 1 || OpenFDs() != fds+1 {
+		t.Errorf("cached %d, open fds %d; want 1, %d", f.Cached(), OpenFDs(), fds+1)
+	}
+	f.Forget(uid)
+	f.Forget(uid)
+	if f.Cached() != 0 || OpenFDs() != fds {
+		t.Errorf("after Forget: cached %d, open fds %d; want 0, %d", f.Cached(), OpenFDs(), fds)
+	}
+}
+
+func TestFindBadArguments(t *testing.T) {
+	testutil.RequireRoot(t)
+	f := newFinder(t, Options{})
+	if _, err := f.Find(context.Background(), "pod/../x", []netip.Addr{newIPv4()}); err == nil || !strings.Contains(err.Error(), `pod UID "pod/../x"`) {
+		t.Errorf("bad UID: %v", err)
+	}
+	if _, err := f.Find(context.Background(), newUID(), nil); err == nil || !strings.Contains(err.Error(), "no pod IPs") {
+		t.Errorf("no IPs: %v", err)
+	}
+	if _, err := New(Options{ProcDir: "/nonexistent-" + randHex(6)}); err == nil || !strings.Contains(err.Error(), "proc directory") {
+		t.Errorf("bad proc dir: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := f.Find(ctx, newUID(), []netip.Addr{newIPv4()}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
+}
