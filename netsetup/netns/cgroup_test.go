@@ -31,6 +31,7 @@ func TestCgroupHasPod(t *testing.T) {
 		{"v2 cgroupfs under docker", "0::/docker/a1b2/kubepods/besteffort/pod" + testUID + "/ctr\n", true},
 		{"v2 relative to cgroup namespace, systemd", "0::/../../kubepods-besteffort-pod" + slashUID + ".slice/cri-containerd-abc.scope\n", true},
 		{"v2 relative to cgroup namespace, other QoS", "0::/../../../kubepods-burstable.slice/kubepods-burstable-pod" + slashUID + ".slice/cri-containerd-abc.scope\n", true},
+		{"v1 and v2 relative to cgroup namespace, as the kernel shows them", "9:name=systemd:/\n8:pids:/../../../burstable/pod" + testUID + "/c2\n4:memory:/\n0::/../../../burstable/pod" + testUID + "/c2\n", true},
 		{"v2 relative to cgroup namespace, cgroupfs", "0::/../../pod" + testUID + "/ctr\n", true},
 		{"v2 deleted cgroup", "0::/kubepods/besteffort/pod" + testUID + " (deleted)\n", true},
 		{"upper-case UID in path", "0::/kubepods/pod" + strings.ToUpper(testUID) + "/ctr\n", true},

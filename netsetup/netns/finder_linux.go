@@ -213,6 +213,12 @@ func (f *Finder) discover(ctx context.Context, uid string, ips []netip.Addr) (*H
 		case StrategyProcIP:
 			r = f.findProcIP(ctx, ips)
 		}
+		if err := ctx.Err(); err != nil { // a cut-short scan could miss a second candidate
+			for _, c := range r.cands {
+				c.h.Close()
+			}
+			return nil, fmt.Errorf("pod UID %q: %s: %w", uid, s, err)
+		}
 		looked = append(looked, r.note)
 		if r.host != "" {
 			host = append(host, r.host)
@@ -451,10 +457,9 @@ func (f *Finder) findProcUID(ctx context.Context, uid string, ips []netip.Addr) 
 // findProcIP checks each distinct namespace of the processes once.
 func (f *Finder) findProcIP(ctx context.Context, ips []netip.Addr) scan {
 	var (
-		r     scan
-		seen  = map[Key]*candidate{} // nil value: checked, does not hold the IPs
-		n     int
-		first error
+		r    scan
+		seen = map[Key]*candidate{} // nil value: checked, does not hold the IPs
+		n    int
 	)
 	st := f.eachProc(ctx, func(pid int, st *procStats) {
 		p := f.procPath(pid, "ns/net")
@@ -483,8 +488,8 @@ func (f *Finder) findProcIP(ctx context.Context, ips []netip.Addr) scan {
 		}
 		n++
 		holds, _, err := holdsAny(h, ips)
-		if err != nil && first == nil {
-			first = err
+		if err != nil {
+			st.fail(err)
 		}
 		if len(holds) == 0 {
 			h.Close()
@@ -495,9 +500,6 @@ func (f *Finder) findProcIP(ctx context.Context, ips []netip.Addr) scan {
 		seen[k] = c
 		r.cands = append(r.cands, c)
 	})
-	if first != nil {
-		st.fail(first)
-	}
 	r.note = fmt.Sprintf("%s: %s, %d distinct namespaces besides the host's, %d hold the pod IPs",
 		StrategyProcIP, st.String(), n, len(r.cands))
 	return r

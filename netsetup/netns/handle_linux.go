@@ -86,6 +86,9 @@ func (h *Handle) Key() Key { return h.ref.key }
 // Same reports whether h and o are the same namespace.
 func (h *Handle) Same(o *Handle) bool { return o != nil && h.ref.key == o.ref.key }
 
+// Fd is the namespace's file descriptor (for setns or netlink.NewHandleAt), valid until Close.
+func (h *Handle) Fd() uintptr { return h.ref.ns.Fd() }
+
 // Source is the strategy that found the namespace ("" for Open).
 func (h *Handle) Source() Strategy { return h.source }
 

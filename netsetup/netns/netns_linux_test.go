@@ -3,11 +3,14 @@ package netns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -464,5 +467,100 @@ func TestFindBadArguments(t *testing.T) {
 	cancel()
 	if _, err := f.Find(ctx, newUID(), []netip.Addr{newIPv4()}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
+	}
+}
+
+// TestCacheConcurrent runs Find and Forget for one pod from several goroutines (run with -race):
+// every handle stays usable until closed, and no fd is left behind.
+func TestCacheConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	uid := newUID()
+	s := newProc(t, false, podCgroup(t, uid))
+	ip := newIPv4()
+	s.addVeth(t, ip)
+	dir := t.TempDir()
+	s.pinNamed(t, dir)
+
+	fds := OpenFDs()
+	f, err := New(Options{NetnsDirs: []string{dir}, Cache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			var err error
+			for i := range 20 {
+				var h *Handle
+				if h, err = f.Find(context.Background(), uid, []netip.Addr{ip}); err != nil {
+					break
+				}
+				if g%2 == 0 && i%5 == 0 {
+					f.Forget(uid)
+				}
+				err = h.Do(func() error { return nil })
+				h.Close()
+				if err != nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	f.Close()
+	if OpenFDs() != fds {
+		t.Errorf("open fds %d after closing everything, want %d", OpenFDs(), fds)
+	}
+}
+
+// TestCgroupNamespaceView checks the parser on what the kernel really shows a reader inside a
+// cgroup namespace (a controller in a container with its own cgroup namespace): paths relative to
+// the reader's cgroup, such as "0::/../../../burstable/pod<uid>/<ctr>".
+func TestCgroupNamespaceView(t *testing.T) {
+	testutil.RequireRoot(t)
+	var v2 string
+	for _, h := range cgroupHierarchies(t) {
+		if h.Name == "v2" {
+			v2 = h.Root
+		}
+	}
+	if v2 == "" {
+		t.Skip("no cgroup v2 hierarchy mounted: a reader cannot be born in a cgroup (CLONE_INTO_CGROUP)")
+	}
+	for _, l := range layouts {
+		t.Run(l.Name, func(t *testing.T) {
+			uid, readerUID := newUID(), newUID()
+			target := newProc(t, false, filepath.Join(v2, l.Path(uid)))
+			readerDir := filepath.Join(v2, l.Path(readerUID))
+			mkCgroup(t, readerDir)
+			dirFD, err := os.Open(readerDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dirFD.Close()
+			// The reader is born in its pod's cgroup, then unshares a cgroup namespace rooted there.
+			cmd := exec.Command("unshare", "--cgroup", "cat", fmt.Sprintf("/proc/%d/cgroup", target.PID))
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dirFD.Fd())}
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("read /proc/%d/cgroup from a cgroup namespace: %v", target.PID, err)
+			}
+			view := string(out)
+			t.Logf("seen from the reader's cgroup namespace:\n%s", view)
+			if !strings.Contains(view, "0::/..") {
+				t.Fatalf("the v2 line is not relative to the reader's cgroup namespace: %q", view)
+			}
+			if !cgroupHasPod(view, uid) {
+				t.Errorf("cgroupHasPod(%q, %q) = false", view, uid)
+			}
+			if cgroupHasPod(view, readerUID) {
+				t.Errorf("cgroupHasPod(%q, the reader's UID %q) = true", view, readerUID)
+			}
+		})
 	}
 }

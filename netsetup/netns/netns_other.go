@@ -30,6 +30,9 @@ func (h *Handle) Key() Key { return Key{} }
 // Same returns false.
 func (h *Handle) Same(o *Handle) bool { return false }
 
+// Fd returns ^uintptr(0).
+func (h *Handle) Fd() uintptr { return ^uintptr(0) }
+
 // Source returns "".
 func (h *Handle) Source() Strategy { return "" }
 
