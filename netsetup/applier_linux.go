@@ -130,15 +130,14 @@ func (a *Applier) sync(ctx context.Context, ns Namespace, key string, cfg *rules
 			return Result{}, err
 		}
 	}
-	env := a.env(key)
 	err = ns.Do(func() error {
-		run, done, err := a.runnerFor()
+		tl, done, err := a.runnerFor(key)
 		if err != nil {
 			return err
 		}
 		defer done()
 		for _, f := range rs.Families() {
-			changed, err := a.syncFamily(ctx, run, env, rs, f, want[f], write)
+			changed, err := a.syncFamily(ctx, tl, rs, f, want[f], write)
 			if err != nil {
 				return err
 			}
@@ -156,8 +155,8 @@ func (a *Applier) sync(ctx context.Context, ns Namespace, key string, cfg *rules
 
 // syncFamily probes one family, and when it differs from want either reports drift (write false)
 // or replaces our rules in one restore and checks the result.
-func (a *Applier) syncFamily(ctx context.Context, run runner, env []string, rs *rules.RuleSet, f rules.Family, want State, write bool) (bool, error) {
-	have, err := a.probe(ctx, run, env, f)
+func (a *Applier) syncFamily(ctx context.Context, tl tools, rs *rules.RuleSet, f rules.Family, want State, write bool) (bool, error) {
+	have, err := a.probe(ctx, tl, f)
 	if err != nil {
 		return false, err
 	}
@@ -169,10 +168,10 @@ func (a *Applier) syncFamily(ctx context.Context, run runner, env []string, rs *
 		return false, fmt.Errorf("%w: %s: %s", ErrDrift, f, diff)
 	}
 	tx := Transaction(rs, f, have)
-	if _, err := run(ctx, env, tx, binary(a.backend, f, "restore"), "--noflush", "--wait=10"); err != nil {
+	if _, err := tl.run(ctx, tl.env, tx, binary(a.backend, f, "restore"), "--noflush", "--wait=10"); err != nil {
 		return false, err
 	}
-	have, err = a.probe(ctx, run, env, f)
+	have, err = a.probe(ctx, tl, f)
 	if err != nil {
 		return true, err
 	}
@@ -182,25 +181,56 @@ func (a *Applier) syncFamily(ctx context.Context, run runner, env []string, rs *
 	return true, nil
 }
 
-func (a *Applier) probe(ctx context.Context, run runner, env []string, f rules.Family) (State, error) {
-	out, err := run(ctx, env, "", binary(a.backend, f, "save"))
+func (a *Applier) probe(ctx context.Context, tl tools, f rules.Family) (State, error) {
+	out, err := a.save(ctx, tl, f)
 	if err != nil {
 		return nil, err
 	}
 	return ParseSave(out)
 }
 
+// save runs iptables-save for family f. Inside a pod's user namespace, legacy iptables-save cannot
+// read the namespace's table list (/proc/net/ip_tables_names belongs to the host's root): the
+// list is read here, outside it, and each table saved by name.
+func (a *Applier) save(ctx context.Context, tl tools, f rules.Family) (string, error) {
+	if !tl.userns || a.backend != BackendLegacy {
+		return tl.run(ctx, tl.env, "", binary(a.backend, f, "save"))
+	}
+	var out strings.Builder
+	for _, table := range legacyTables(f) {
+		s, err := tl.run(ctx, tl.env, "", binary(a.backend, f, "save"), "-t", table)
+		if err != nil {
+			return "", err
+		}
+		out.WriteString(s)
+	}
+	return out.String(), nil
+}
+
+// legacyTables lists the legacy tables that exist in the calling thread's network namespace.
+func legacyTables(f rules.Family) []string {
+	names := "/proc/thread-self/net/ip_tables_names"
+	if f == rules.IPv6 {
+		names = "/proc/thread-self/net/ip6_tables_names"
+	}
+	data, err := os.ReadFile(names)
+	if err != nil {
+		return nil // module not loaded: no table
+	}
+	return strings.Fields(string(data))
+}
+
 // Live returns iptables-save's output for each family in ns (for inspect).
 func (a *Applier) Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error) {
 	out := map[rules.Family]string{}
 	err := ns.Do(func() error {
-		run, done, err := a.runnerFor()
+		tl, done, err := a.runnerFor(key)
 		if err != nil {
 			return err
 		}
 		defer done()
 		for _, f := range families {
-			if out[f], err = run(ctx, a.env(key), "", binary(a.backend, f, "save")); err != nil {
+			if out[f], err = a.save(ctx, tl, f); err != nil {
 				return err
 			}
 		}
@@ -217,15 +247,8 @@ func (a *Applier) ForeignRules(ctx context.Context, ns Namespace, key string) (b
 	found := false
 	err := ns.Do(func() error {
 		for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
-			if other == BackendLegacy {
-				names := "/proc/thread-self/net/ip_tables_names"
-				if f == rules.IPv6 {
-					names = "/proc/thread-self/net/ip6_tables_names"
-				}
-				data, err := os.ReadFile(names)
-				if err != nil || strings.TrimSpace(string(data)) == "" {
-					continue // module not loaded, or no table in this namespace
-				}
+			if other == BackendLegacy && len(legacyTables(f)) == 0 {
+				continue // never create legacy tables in a pod that has none
 			}
 			out, err := a.run(ctx, a.env(key), "", binary(other, f, "save"))
 			if err != nil {

@@ -135,7 +135,8 @@ func startIn(t *testing.T, h *netns.Handle, uid uint32, caps []uintptr, env ...s
 	err := h.Do(func() error {
 		cmd = exec.Command(helperBinary, "-test.run=^$")
 		cmd.Env = append(os.Environ(), env...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, AmbientCaps: caps}
+		// No Pdeathsig: it fires when the starting OS thread exits, which the runtime may do at any time.
+		cmd.SysProcAttr = &syscall.SysProcAttr{AmbientCaps: caps}
 		if uid != 0 {
 			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: uid}
 		}

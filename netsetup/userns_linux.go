@@ -14,18 +14,38 @@ import (
 // (--uid-owner 1337) only mean the pod's UID 1337 when the tool runs inside that user namespace,
 // which a multi-threaded Go process cannot join: the tool then runs through nsenter, a
 // single-threaded helper that joins the pod's user namespace (passed as an open fd) first.
-func (a *Applier) runnerFor() (runner, func(), error) {
+func (a *Applier) runnerFor(key string) (t tools, done func(), err error) {
 	userns, err := namespaceOwner()
 	if err != nil {
-		return nil, nil, err
+		return tools{}, nil, err
 	}
 	if userns == nil {
-		return a.run, func() {}, nil
+		return tools{run: a.run, env: a.env(key)}, func() {}, nil
+	}
+	// In the pod's user namespace the tool runs as the pod's root, which cannot open our lock
+	// file by path: it gets the open file instead, reachable through /proc/self/fd without
+	// walking our directories, and readable by that UID.
+	lock, err := os.OpenFile(a.LockFile(key), os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		err = lock.Chmod(0o666)
+	}
+	if err != nil {
+		userns.Close()
+		return tools{}, nil, fmt.Errorf("xtables lock file: %w", err)
 	}
 	wrapped := func(ctx context.Context, env []string, stdin string, name string, args ...string) (string, error) {
-		return execWithFiles(ctx, env, stdin, []*os.File{userns}, "nsenter", append([]string{"--user=/proc/self/fd/3", "--", name}, args...)...)
+		args = append([]string{"--user=/proc/self/fd/3", "--", name}, args...)
+		return execWithFiles(ctx, env, stdin, []*os.File{userns, lock}, "nsenter", args...)
 	}
-	return wrapped, func() { userns.Close() }, nil
+	env := append(os.Environ(), "XTABLES_LOCKFILE=/proc/self/fd/4")
+	return tools{run: wrapped, env: env, userns: true}, func() { userns.Close(); lock.Close() }, nil
+}
+
+// tools runs iptables tools in one namespace.
+type tools struct {
+	run    runner
+	env    []string
+	userns bool // through nsenter into the pod's user namespace
 }
 
 // namespaceOwner returns the user namespace owning the calling thread's network namespace when it
