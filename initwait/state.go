@@ -1,0 +1,121 @@
+package initwait
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+)
+
+// Family is an IP address family the redirect self-test covers.
+type Family string
+
+// Address families, as written in contract.KeyFamilies.
+const (
+	IPv4 Family = "ipv4"
+	IPv6 Family = "ipv6"
+)
+
+// families is the set of address families the controller programmed (comparable, for state changes).
+type families struct{ v4, v6 bool }
+
+// list returns the families in test order.
+func (f families) list() []Family {
+	var out []Family
+	if f.v4 {
+		out = append(out, IPv4)
+	}
+	if f.v6 {
+		out = append(out, IPv6)
+	}
+	return out
+}
+
+// parseFamilies parses contract.KeyFamilies: a comma-separated, non-empty list of ipv4 and ipv6.
+// An absent annotation means ipv4 (what Istio programs for a single-stack pod).
+func parseFamilies(v string, present bool) (families, error) {
+	if !present {
+		return families{v4: true}, nil
+	}
+	var f families
+	for _, item := range strings.Split(v, ",") {
+		switch Family(item) {
+		case IPv4:
+			f.v4 = true
+		case IPv6:
+			f.v6 = true
+		default:
+			return families{}, fmt.Errorf("annotation %s=%q: element %q is neither %q nor %q", contract.KeyFamilies, v, item, IPv4, IPv6)
+		}
+	}
+	return f, nil
+}
+
+// phase is what the wait container does next.
+type phase int
+
+const (
+	phaseWaiting phase = iota // nothing usable yet: keep waiting
+	phaseStale                // ready, but for another network namespace: keep waiting
+	phaseFailed               // the controller reports the pod's configuration invalid: exit
+	phaseReady                // ready for this namespace: self-test (or skip it), then release
+)
+
+// state is the outcome of evaluating one version of the annotations file. States compare with ==;
+// the wait container logs one line whenever the state changes.
+type state struct {
+	phase  phase
+	msg    string // one line: what the wait container is doing and why
+	reason string // the controller's reason annotation, if any
+	fam    families
+	// noCapture: the pod's interception mode is NONE and the controller programmed no rules, so
+	// there is nothing to self-test.
+	noCapture bool
+}
+
+// evaluate decides what an annotations file means for the namespace self. data is the file's
+// content, or readErr why it could not be read.
+func evaluate(data []byte, readErr error, self contract.NetnsID) state {
+	if readErr != nil {
+		return state{msg: "waiting: " + readErr.Error()}
+	}
+	ann, err := ParseAnnotations(data)
+	if err != nil {
+		return state{msg: "waiting: annotations file is not complete yet: " + err.Error()}
+	}
+	reason := ann[contract.KeyReason]
+	status, ok := ann[contract.KeyStatus]
+	switch {
+	case !ok:
+		return state{msg: "waiting: the controller has not handled this pod yet (no " + contract.KeyStatus + " annotation)"}
+	case contract.Status(status) == contract.StatusPending:
+		return state{msg: "waiting: the controller reports pending", reason: reason}
+	case contract.Status(status) == contract.StatusFailed:
+		if reason == "" {
+			reason = "(the controller gave no reason)"
+		}
+		return state{phase: phaseFailed, msg: "the controller reports this pod's configuration invalid", reason: reason}
+	case contract.Status(status) != contract.StatusReady:
+		return state{msg: fmt.Sprintf("waiting: annotation %s=%q is not one of pending, ready, failed", contract.KeyStatus, status), reason: reason}
+	}
+
+	raw, ok := ann[contract.KeyNetns]
+	if !ok {
+		return state{msg: "waiting: status is ready but annotation " + contract.KeyNetns + " is missing"}
+	}
+	id, err := contract.ParseNetnsID(raw)
+	if err != nil {
+		return state{msg: fmt.Sprintf("waiting: status is ready but annotation %s is invalid: %v", contract.KeyNetns, err)}
+	}
+	if id != self {
+		return state{phase: phaseStale, msg: fmt.Sprintf("waiting: the ready annotation is stale: it names network namespace %s, "+
+			"but this container runs in %s (sandbox re-created?); waiting for the controller to program this namespace", id, self)}
+	}
+	famRaw, famPresent := ann[contract.KeyFamilies]
+	fam, err := parseFamilies(famRaw, famPresent)
+	if err != nil {
+		return state{msg: "waiting: status is ready but " + err.Error()}
+	}
+	noCapture := ann[contract.KeyInterceptionMode] == contract.InterceptionNone && ann[contract.KeyRules] == contract.RulesNone
+	return state{phase: phaseReady, msg: "the controller reports ready for this network namespace", fam: fam, noCapture: noCapture}
+}
