@@ -13,6 +13,9 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 HELM_VERSION=v3.22.0
 mkdir -p "$TOOLS_DIR"
+# One build at a time per machine (the Go callers in test/e2e/cluster take the same lock).
+exec 9>"$TOOLS_DIR/.build.lock"
+flock 9
 
 build_module() { # name version dir ldflags
 	local name=$1 version=$2 dir=$3 ldflags=$4 out="$TOOLS_DIR/$1-$2"
