@@ -1,0 +1,69 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+)
+
+// Compile-time checks that the real implementations fit the controller's interfaces.
+var (
+	_ Namespace          = (*netns.Handle)(nil)
+	_ netsetup.Namespace = Namespace(nil)
+	_ Finder             = NetnsFinder{}
+	_ Applier            = NetsetupApplier{}
+	_ LiveReader         = NetsetupApplier{}
+)
+
+// NetnsFinder adapts *netns.Finder to Finder.
+type NetnsFinder struct{ *netns.Finder }
+
+// Find returns the pod's namespace (see netns.Finder.Find).
+func (f NetnsFinder) Find(ctx context.Context, podUID string, podIPs []netip.Addr) (Namespace, error) {
+	h, err := f.Finder.Find(ctx, podUID, podIPs)
+	if err != nil {
+		return nil, err // never a typed nil inside the interface
+	}
+	return h, nil
+}
+
+// NetsetupApplier adapts *netsetup.Applier to Applier and LiveReader.
+type NetsetupApplier struct{ *netsetup.Applier }
+
+// Apply programs ns (see netsetup.Applier.Apply).
+func (a NetsetupApplier) Apply(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.Applier.Apply(ctx, ns, key, cfg)
+}
+
+// Verify checks ns (see netsetup.Applier.Verify).
+func (a NetsetupApplier) Verify(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.Applier.Verify(ctx, ns, key, cfg)
+}
+
+// ForeignRules looks for ISTIO_* chains in the other backend (see netsetup.Applier.ForeignRules).
+func (a NetsetupApplier) ForeignRules(ctx context.Context, ns Namespace, key string) (bool, error) {
+	return a.Applier.ForeignRules(ctx, ns, key)
+}
+
+// Programmed reports whether ns holds any rules of ours in the IPv4 tables (every programmed rule
+// set has IPv4 rules).
+func (a NetsetupApplier) Programmed(ctx context.Context, ns Namespace, key string) (bool, error) {
+	live, err := a.Applier.Live(ctx, ns, key, []rules.Family{rules.IPv4})
+	if err != nil {
+		return false, err
+	}
+	st, err := netsetup.ParseSave(live[rules.IPv4])
+	if err != nil {
+		return false, fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return !st.Empty(), nil
+}
+
+// Live returns iptables-save's output per family in ns (see netsetup.Applier.Live).
+func (a NetsetupApplier) Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error) {
+	return a.Applier.Live(ctx, ns, key, families)
+}

@@ -1,0 +1,408 @@
+// Package controller is the node controller: it watches the pods of its node, programs the network
+// namespace of every mesh pod that carries the wait init container with Istio's redirect rules, and
+// annotates the pod (through pods/status) so that the wait container releases it. See
+// docs/controller.md and ../shared/DESIGN.md.
+//
+// The pattern is sample-controller's: event handlers only enqueue; a typed rate-limited work queue
+// keyed by namespace/name serializes all work on one pod (programming, retries and the periodic drift
+// check alike); workers read from the informer cache and never mutate it.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+)
+
+// Key is the work queue key: a pod's namespace and name. A pod re-created under the same name is
+// the same key; the worker notices the new UID and forgets the old pod's state first.
+type Key = types.NamespacedName
+
+// syncTimeout bounds one reconcile of one pod.
+const syncTimeout = 2 * time.Minute
+
+// Options are the controller's collaborators and settings.
+type Options struct {
+	NodeName          string
+	WaitContainerName string
+	DriftPeriod       time.Duration
+	Workers           int
+
+	Client   kubernetes.Interface
+	Pods     coreinformers.PodInformer // filtered to NodeName, not started
+	Finder   Finder
+	Applier  Applier
+	Recorder record.EventRecorder
+	// Metrics receives the series (one controller per Metrics); nil: a private set.
+	Metrics *Metrics
+	// OpenNamespaces reports the namespace fds held open (for a gauge); nil: not exported.
+	OpenNamespaces func() int64
+
+	// RateLimiter paces the retries of a pod; nil means DefaultRateLimiter.
+	RateLimiter workqueue.TypedRateLimiter[Key]
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Controller programs the mesh pods of one node.
+type Controller struct {
+	nodeName      string
+	waitContainer string
+	driftPeriod   time.Duration
+	workers       int
+
+	client   kubernetes.Interface
+	lister   corelisters.PodLister
+	synced   cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[Key]
+	finder   Finder
+	applier  Applier
+	recorder record.EventRecorder
+	metrics  *Metrics
+	now      func() time.Time
+
+	// driftGen counts drift rounds; a released pod verified in the current round is not verified
+	// again on an unrelated event.
+	driftGen atomic.Uint64
+	ready    atomic.Bool
+
+	mu   sync.Mutex
+	pods map[Key]*podState
+	seen map[types.UID]time.Time // first sight with an IP, for the setup latency; zero once observed
+	// written is our annotations as last patched, per pod: the cache may not show them yet, and
+	// the update our own patch causes is not work.
+	written map[types.UID]annotations
+}
+
+// podState is what the controller remembers of one pod. Only the worker holding the pod's key
+// reads or writes it.
+type podState struct {
+	uid types.UID
+	// released is the rule set the pod was released with: drift repair restores it.
+	released *release
+	// verified is the last successful check, skipped until the next drift round.
+	verified verification
+	// failedFP is the fingerprint of the inputs the pod was refused for.
+	failedFP string
+	// specChanged is the configuration a SpecChanged Event was emitted for.
+	specChanged string
+	// waitContainerID is the running wait container seen last; a new one means a new sandbox may exist.
+	waitContainerID string
+}
+
+type release struct {
+	cfg   *rules.Config
+	hash  string
+	netns string
+}
+
+type verification struct {
+	netns, hash string
+	gen         uint64
+}
+
+// New creates the controller and registers its event handlers on opts.Pods.
+func New(opts Options) (*Controller, error) {
+	switch {
+	case opts.NodeName == "":
+		return nil, errors.New("controller: node name is required")
+	case opts.Client == nil || opts.Pods == nil || opts.Finder == nil || opts.Applier == nil || opts.Recorder == nil:
+		return nil, errors.New("controller: client, pod informer, finder, applier and recorder are required")
+	}
+	c := &Controller{
+		nodeName:      opts.NodeName,
+		waitContainer: opts.WaitContainerName,
+		driftPeriod:   opts.DriftPeriod,
+		workers:       opts.Workers,
+		client:        opts.Client,
+		lister:        opts.Pods.Lister(),
+		finder:        opts.Finder,
+		applier:       opts.Applier,
+		recorder:      opts.Recorder,
+		metrics:       opts.Metrics,
+		now:           opts.Now,
+		pods:          map[Key]*podState{},
+		seen:          map[types.UID]time.Time{},
+		written:       map[types.UID]annotations{},
+	}
+	if c.waitContainer == "" {
+		c.waitContainer = DefaultWaitContainerName
+	}
+	if c.driftPeriod <= 0 {
+		c.driftPeriod = DefaultDriftPeriod
+	}
+	if c.workers <= 0 {
+		c.workers = DefaultWorkers
+	}
+	if c.metrics == nil {
+		c.metrics = NewMetrics()
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	rl := opts.RateLimiter
+	if rl == nil {
+		rl = DefaultRateLimiter()
+	}
+	c.queue = workqueue.NewTypedRateLimitingQueue(rl)
+	c.metrics.gauge("queue_depth", "Pods waiting in the work queue.", func() float64 { return float64(c.queue.Len()) })
+	if opts.OpenNamespaces != nil {
+		c.metrics.gauge("netns_open_fds", "Network namespace file descriptors held open.",
+			func() float64 { return float64(opts.OpenNamespaces()) })
+	}
+	reg, err := opts.Pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.onAdd,
+		UpdateFunc: c.onUpdate,
+		DeleteFunc: c.onDelete,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: pod event handler: %w", err)
+	}
+	c.synced = reg.HasSynced
+	return c, nil
+}
+
+// DefaultRateLimiter retries a pod after 20 ms, doubling up to 30 s, and all pods together at 50
+// per second (bursts of 300).
+func DefaultRateLimiter() workqueue.TypedRateLimiter[Key] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[Key](20*time.Millisecond, 30*time.Second),
+		&workqueue.TypedBucketRateLimiter[Key]{Limiter: rate.NewLimiter(rate.Limit(50), 300)},
+	)
+}
+
+// Ready reports whether the pod cache has synced and the workers run.
+func (c *Controller) Ready() bool { return c.ready.Load() }
+
+// Run waits for the pod cache, reconciles every local pod (the informer's initial list), starts the
+// workers and the drift check, and blocks until ctx is done. Then it stops taking work, lets the
+// in-flight operations finish (their own context is not cancelled), and returns.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrashWithContext(ctx)
+	logger := klog.FromContext(ctx)
+	logger.Info("Waiting for the pod cache", "node", c.nodeName)
+	if !cache.WaitForNamedCacheSyncWithContext(ctx, c.synced) {
+		c.queue.ShutDown()
+		if ctx.Err() != nil {
+			return nil // stopped before the cache synced: nothing in flight
+		}
+		return errors.New("pod cache did not sync")
+	}
+	var wg sync.WaitGroup
+	for range c.workers {
+		wg.Go(func() {
+			for c.processNextItem(ctx) {
+			}
+		})
+	}
+	wg.Go(func() { c.driftLoop(ctx) })
+	c.ready.Store(true)
+	logger.Info("Controller ready", "workers", c.workers, "driftPeriod", c.driftPeriod)
+
+	<-ctx.Done()
+	c.ready.Store(false)
+	logger.Info("Shutting down: finishing in-flight work")
+	c.queue.ShutDownWithDrain()
+	wg.Wait()
+	logger.Info("Shut down")
+	return nil
+}
+
+// processNextItem handles one key; false when the queue is shut down.
+func (c *Controller) processNextItem(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	if ctx.Err() != nil {
+		return true // shutting down: leave queued work to the next instance
+	}
+	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
+	defer cancel()
+	if err := c.sync(opCtx, key); err != nil {
+		klog.FromContext(ctx).Error(err, "Will retry", "pod", klog.KRef(key.Namespace, key.Name), "retries", c.queue.NumRequeues(key))
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+// driftLoop starts a drift round every period: released pods are queued and verified again.
+func (c *Controller) driftLoop(ctx context.Context) {
+	t := time.NewTicker(c.driftPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.driftRound(ctx)
+		}
+	}
+}
+
+// driftRound queues every released pod for verification.
+func (c *Controller) driftRound(ctx context.Context) {
+	c.driftGen.Add(1)
+	pods, err := c.lister.List(labels.Everything())
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Drift check: listing pods")
+		return
+	}
+	n := 0
+	for _, pod := range pods {
+		if c.candidate(pod) && ours(pod).status() == contract.StatusReady {
+			c.queue.Add(Key{Namespace: pod.Namespace, Name: pod.Name})
+			n++
+		}
+	}
+	klog.FromContext(ctx).V(4).Info("Drift check queued", "pods", n)
+}
+
+// Event handlers: they filter and enqueue, nothing else.
+
+func (c *Controller) onAdd(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || !c.candidate(pod) {
+		return
+	}
+	c.noteSeen(pod)
+	c.queue.Add(Key{Namespace: pod.Namespace, Name: pod.Name})
+}
+
+func (c *Controller) onUpdate(oldObj, newObj any) {
+	old, ok1 := oldObj.(*corev1.Pod)
+	pod, ok2 := newObj.(*corev1.Pod)
+	if !ok1 || !ok2 || !c.candidate(pod) || !c.relevantChange(old, pod) || c.ownPatch(old, pod) {
+		return
+	}
+	c.noteSeen(pod)
+	c.queue.Add(Key{Namespace: pod.Namespace, Name: pod.Name})
+}
+
+func (c *Controller) onDelete(obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if pod, ok := obj.(*corev1.Pod); ok && c.candidate(pod) {
+		c.queue.Add(Key{Namespace: pod.Namespace, Name: pod.Name})
+	}
+}
+
+// noteSeen records when a pod not yet released is first seen with an IP (setup latency).
+func (c *Controller) noteSeen(pod *corev1.Pod) {
+	if (len(pod.Status.PodIPs) == 0 && pod.Status.PodIP == "") || ours(pod).status() == contract.StatusReady {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.seen[pod.UID]; !ok {
+		c.seen[pod.UID] = c.now()
+	}
+	c.mu.Unlock()
+}
+
+// observeSetup records the setup latency of a pod released for the first time.
+func (c *Controller) observeSetup(uid types.UID) {
+	c.mu.Lock()
+	t := c.seen[uid]
+	if !t.IsZero() {
+		c.seen[uid] = time.Time{}
+	}
+	c.mu.Unlock()
+	if !t.IsZero() {
+		c.metrics.SetupLatency.Observe(c.now().Sub(t).Seconds())
+	}
+}
+
+// state returns the pod's state, forgetting an earlier pod of the same name.
+func (c *Controller) state(ctx context.Context, key Key, uid types.UID) *podState {
+	c.mu.Lock()
+	old := c.pods[key]
+	st := old
+	if st == nil || st.uid != uid {
+		st = &podState{uid: uid}
+		c.pods[key] = st
+	}
+	c.mu.Unlock()
+	if old != nil && old.uid != uid {
+		klog.FromContext(ctx).V(2).Info("Pod re-created under the same name: forgetting the old one", "oldUID", old.uid, "uid", uid)
+		c.forgetUID(old.uid)
+	}
+	return st
+}
+
+// forget drops everything known of a deleted pod: state, cached namespace fd, lock file.
+func (c *Controller) forget(ctx context.Context, key Key) {
+	c.mu.Lock()
+	st := c.pods[key]
+	delete(c.pods, key)
+	c.mu.Unlock()
+	if st != nil {
+		klog.FromContext(ctx).V(2).Info("Pod deleted: forgetting it", "uid", st.uid)
+		c.forgetUID(st.uid)
+	}
+}
+
+func (c *Controller) forgetUID(uid types.UID) {
+	c.finder.Forget(string(uid))
+	c.applier.Forget(string(uid))
+	c.mu.Lock()
+	delete(c.seen, uid)
+	delete(c.written, uid)
+	c.mu.Unlock()
+}
+
+// lastWritten returns the annotations last patched on the pod (nil: none by this process).
+func (c *Controller) lastWritten(uid types.UID) annotations {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.written[uid]
+}
+
+func (c *Controller) setWritten(uid types.UID, a annotations) {
+	c.mu.Lock()
+	c.written[uid] = a
+	c.mu.Unlock()
+}
+
+// ownPatch reports whether the update is only our own last patch arriving through the watch.
+func (c *Controller) ownPatch(old, cur *corev1.Pod) bool {
+	if old.UID != cur.UID || ours(old).equal(ours(cur)) {
+		return false
+	}
+	w := c.lastWritten(cur.UID)
+	if w == nil || !w.equal(ours(cur)) {
+		return false
+	}
+	// Nothing else that matters changed: old with cur's annotations of ours is no relevant change.
+	probe := *old // shallow: only the annotations field is replaced, nothing is mutated
+	probe.Annotations = make(map[string]string, len(old.Annotations))
+	maps.Copy(probe.Annotations, old.Annotations)
+	for _, k := range contract.Keys {
+		delete(probe.Annotations, k)
+	}
+	maps.Copy(probe.Annotations, ours(cur))
+	return !c.relevantChange(&probe, cur)
+}

@@ -1,0 +1,157 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
+)
+
+// Component is the controller's name in Events and as the API client's user agent.
+const Component = "istio-pod-network-controller"
+
+// RESTConfig returns the API client configuration: kubeconfig when set, else in-cluster.
+func (c *NodeConfig) RESTConfig() (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if c.Kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API client configuration (kubeconfig %q): %w", c.Kubeconfig, err)
+	}
+	cfg.UserAgent = Component
+	return cfg, nil
+}
+
+// RunDaemon is the run subcommand: it serves health and metrics, detects the iptables backend,
+// runs the controller until ctx is done, drains, and returns. cfg must be validated.
+func RunDaemon(ctx context.Context, cfg Config) error {
+	logger := klog.FromContext(ctx)
+	restCfg, err := cfg.RESTConfig()
+	if err != nil {
+		return err
+	}
+	restCfg.QPS, restCfg.Burst = float32(cfg.KubeAPIQPS), cfg.KubeAPIBurst
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+
+	metrics := NewMetrics()
+	var ctrl atomic.Pointer[Controller]
+	stopServers, err := serve(ctx, map[string]http.Handler{
+		cfg.MetricsAddress: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}),
+		cfg.HealthAddress:  HealthHandler(func() bool { c := ctrl.Load(); return c != nil && c.Ready() }),
+	})
+	if err != nil {
+		return err
+	}
+	defer stopServers()
+
+	applier, err := netsetup.NewApplier(ctx, netsetup.Options{Backend: cfg.Backend(), LockDir: cfg.LockDir})
+	if err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	logger.Info("iptables backend", "backend", applier.Backend(), "override", cfg.IPTablesBackend)
+	finder, err := netns.New(cfg.FinderOptions())
+	if err != nil {
+		return fmt.Errorf("namespace discovery: %w", err)
+	}
+	defer finder.Close()
+
+	// Events and in-flight work outlive ctx (SIGTERM) until the drain is over.
+	bg, cancelBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBg()
+	broadcaster := record.NewBroadcaster(record.WithContext(bg))
+	defer broadcaster.Shutdown()
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: cfg.NodeName})
+
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		}))
+	pods := factory.Core().V1().Pods()
+	if err := pods.Informer().SetTransform(stripManagedFields); err != nil {
+		return err
+	}
+	c, err := New(Options{
+		NodeName:          cfg.NodeName,
+		WaitContainerName: cfg.WaitContainerName,
+		DriftPeriod:       cfg.DriftPeriod,
+		Workers:           cfg.Workers,
+		Client:            client,
+		Pods:              pods,
+		Finder:            NetnsFinder{finder},
+		Applier:           NetsetupApplier{applier},
+		Recorder:          recorder,
+		Metrics:           metrics,
+		OpenNamespaces:    netns.OpenFDs,
+	})
+	if err != nil {
+		return err
+	}
+	ctrl.Store(c)
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	return c.Run(ctx)
+}
+
+// stripManagedFields drops what the controller never reads from cached pods.
+func stripManagedFields(obj any) (any, error) {
+	if pod, ok := obj.(*corev1.Pod); ok {
+		pod.ManagedFields = nil
+	}
+	return obj, nil
+}
+
+// serve listens on every address first (so a busy port fails the start) and serves in the
+// background; the returned function shuts the servers down.
+func serve(ctx context.Context, handlers map[string]http.Handler) (func(), error) {
+	var servers []*http.Server
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Shutdown(sctx)
+		}
+	}
+	for addr, h := range handlers {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("listen on %q: %w", addr, err)
+		}
+		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
+		go func() {
+			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				klog.FromContext(ctx).Error(err, "HTTP server stopped", "address", addr)
+			}
+		}()
+	}
+	return stop, nil
+}

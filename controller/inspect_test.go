@@ -1,0 +1,117 @@
+package controller
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+)
+
+func TestInspectVerdicts(t *testing.T) {
+	base := meshPod("web", "10.1.0.5")
+	_, released := specOf(t, base)
+	_, edited := specOf(t, meshPod("web", "10.1.0.5", annotate(podconfig.AnnotationExcludeInboundPorts, "8080")))
+	readyFor := func(netnsID string) func(*corev1.Pod) {
+		return annotate(contract.KeyStatus, "ready", contract.KeyNetns, netnsID, contract.KeyRules, released, contract.KeyFamilies, "ipv4")
+	}
+	cases := map[string]struct {
+		mutate    []func(*corev1.Pod)
+		sandbox   uint64 // 0: no namespace found
+		live      string
+		verifyErr error
+		verdict   Verdict
+		exit      int
+		explains  string
+	}{
+		"OK": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 4097, released, nil,
+			VerdictOK, 0, "network namespace cookie:4097 holds the released rules " + released},
+		"DRIFT": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 4097, "", nil,
+			VerdictDrift, 3, "the live rules differ from the released rules " + released},
+		"NOT PROGRAMMED, never annotated": {nil, 4097, "", nil,
+			VerdictNotProgrammed, 4, "the controller has not annotated the pod"},
+		"NOT PROGRAMMED, not a candidate": {[]func(*corev1.Pod){func(p *corev1.Pod) { p.Spec.InitContainers = nil }}, 4097, "", nil,
+			VerdictNotProgrammed, 4, "it does not work on it now: no wait init container"},
+		"NOT PROGRAMMED, pending": {[]func(*corev1.Pod){annotate(contract.KeyStatus, "pending", contract.KeyReason, "xtables lock busy")}, 4097, "", nil,
+			VerdictNotProgrammed, 4, "status pending: xtables lock busy"},
+		"NOT PROGRAMMED, failed": {[]func(*corev1.Pod){annotate(contract.KeyStatus, "failed", contract.KeyReason, "bad port")}, 4097, "", nil,
+			VerdictNotProgrammed, 4, "status failed: bad port"},
+		"STALE NAMESPACE": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 5001, released, nil,
+			VerdictStaleNamespace, 5, "released for network namespace cookie:4097, but the pod's namespace is now cookie:5001"},
+		"SPEC CHANGED, released rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "8080")}, 4097, released, nil,
+			VerdictSpecChanged, 6, "released with rules " + released + ", the configuration now gives rules " + edited + "; rules are fixed at release: restart the pod to apply the change; rules are live"},
+		"SPEC CHANGED, no rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "8080")}, 4097, "", nil,
+			VerdictSpecChanged, 6, "NO rules are live"},
+		"SPEC CHANGED, now invalid": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "x")}, 4097, released, nil,
+			VerdictSpecChanged, 6, `the configuration now gives refused: traffic.sidecar.istio.io/excludeInboundPorts: invalid value "x"`},
+		"error, namespace gone": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 0, "", nil,
+			"", 1, ""},
+		"error, iptables broken": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 4097, released, errors.New("iptables-save: not found"),
+			"", 1, ""},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			pod := meshPod("web", "10.1.0.5", c.mutate...)
+			finder, applier := newFakeFinder(), newFakeApplier()
+			if c.sandbox != 0 {
+				finder.sandbox(string(pod.UID), c.sandbox, "10.1.0.5")
+				applier.live[cookie(c.sandbox)] = c.live
+			}
+			applier.verifyErr = c.verifyErr
+			in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier)
+			if in.Verdict != c.verdict || in.ExitCode() != c.exit || !strings.Contains(in.Explanation, c.explains) {
+				t.Fatalf("verdict %q (exit %d): %s; err %v\nwant %q (exit %d) explaining %q", in.Verdict, in.ExitCode(), in.Explanation, in.Err, c.verdict, c.exit, c.explains)
+			}
+			if finder.open != 0 {
+				t.Fatal("namespace handle left open")
+			}
+			var out bytes.Buffer
+			in.Write(&out)
+			for _, want := range []string{"Pod:          app/web", "Annotations:", "  status", "Configuration:", "Namespace:", "Verdict:"} {
+				if !strings.Contains(out.String(), want) {
+					t.Fatalf("output lacks %q:\n%s", want, out.String())
+				}
+			}
+			if c.exit == 1 && !strings.Contains(out.String(), "Verdict:      none: ") {
+				t.Fatalf("an error is no verdict:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func TestInspectPrintsImpliedAndLiveRules(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	pod := meshPod("web", "fd00::5")
+	finder, applier := newFakeFinder(), newFakeApplier()
+	finder.sandbox(string(pod.UID), 4097, "fd00::5")
+	in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier)
+	var out bytes.Buffer
+	in.Write(&out)
+	for _, want := range []string{
+		"  # ipv4 rules the configuration implies\n  * nat\n",
+		"  # ipv6 rules the configuration implies\n  * nat\n",
+		"  -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN\n",
+		"  # ipv4 live rules (iptables-save)\n  # rules \n",
+		"Verdict:      NOT PROGRAMMED: the controller has not annotated the pod\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestVerdictExitCodesAreDistinct(t *testing.T) {
+	seen := map[int]Verdict{ExitError: "error", ExitUsage: "usage"}
+	for _, v := range []Verdict{VerdictOK, VerdictDrift, VerdictNotProgrammed, VerdictStaleNamespace, VerdictSpecChanged} {
+		if other, dup := seen[v.ExitCode()]; dup {
+			t.Fatalf("%s and %s share exit code %d", v, other, v.ExitCode())
+		}
+		seen[v.ExitCode()] = v
+	}
+}
