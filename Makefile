@@ -9,7 +9,7 @@ GOFLAGS_BUILD = -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 IMAGE_REPO ?= ghcr.io/redhat-cop
 FUZZTIME  ?= 5s
 
-.PHONY: all build test unit fuzz injection-test bench demo tools images lint clean
+.PHONY: all build test unit fuzz injection-test chart-test bench demo tools images lint clean
 
 all: build
 
@@ -38,6 +38,9 @@ fuzz: ## every fuzz target, briefly
 injection-test: ## Istio's own injector with our template (separate module: istio.io/istio)
 	cd test/injection && $(GO) test -count=1 ./...
 
+chart-test: tools injection-test ## the Helm chart: lint, golden files, and on the local API server its manifests, admission policies and injected pods under Pod Security "restricted"
+	E2E=1 $(GO) test -count=1 ./test/chart/
+
 bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod burst
 	$(GO) test -run '^$$' -bench . -benchtime 30x ./netsetup/ ./initwait/...
 	E2E=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
@@ -45,9 +48,9 @@ bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod bur
 demo: tools build ## a local control plane, a simulated node, the controller and a few mesh pods
 	$(GO) run ./test/demo
 
-images: ## container images (needs a Docker engine)
-	docker build --target controller -t $(IMAGE_REPO)/istio-pod-network-controller:$(VERSION) .
-	docker build --target wait -t $(IMAGE_REPO)/istio-pod-network-wait:$(VERSION) .
+images: ## container images (needs a Docker engine with BuildKit; the binaries are built by `make build` inside)
+	docker build --target controller --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/istio-pod-network-controller:$(VERSION) .
+	docker build --target wait --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/istio-pod-network-wait:$(VERSION) .
 
 clean:
 	rm -rf $(BIN)

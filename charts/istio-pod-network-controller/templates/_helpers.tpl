@@ -1,0 +1,98 @@
+{{/* The chart name, overridable. */}}
+{{- define "ipnc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: the prefix of every object name. */}}
+{{- define "ipnc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "ipnc.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "ipnc.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipnc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ipnc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ipnc.labels" -}}
+{{ include "ipnc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "ipnc.serviceAccountName" -}}
+{{- default (include "ipnc.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/* The user name the API server gives the controller's ServiceAccount. */}}
+{{- define "ipnc.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "ipnc.serviceAccountName" .) }}
+{{- end }}
+
+{{/* An image reference from {repository, tag, digest}; the tag defaults to the appVersion. */}}
+{{- define "ipnc.image" -}}
+{{- $img := index . 0 }}{{- $chart := index . 1 }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default $chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The discovery strategies, validated, as the --discovery flag value. */}}
+{{- define "ipnc.discovery" -}}
+{{- $known := list "netns" "cgroup" "ip" }}
+{{- if not .Values.controller.discovery }}
+{{- fail "controller.discovery is empty: list at least one of netns, cgroup, ip" }}
+{{- end }}
+{{- range .Values.controller.discovery }}
+{{- if not (has . $known) }}
+{{- fail (printf "controller.discovery: unknown strategy %q (want netns, cgroup or ip)" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- join "," .Values.controller.discovery }}
+{{- end }}
+
+{{/* "true" when a /proc discovery strategy is on: the controller then needs CAP_SYS_PTRACE to open
+     other users' /proc/<pid>/ns/net. */}}
+{{- define "ipnc.needsPtrace" -}}
+{{- if or (has "cgroup" .Values.controller.discovery) (has "ip" .Values.controller.discovery) }}true{{ end }}
+{{- end }}
+
+{{/* The name of the wait init container: the injection template's, and the controller's
+     --wait-container-name default. */}}
+{{- define "ipnc.waitContainerName" -}}istio-pod-network-wait{{- end }}
+
+{{/* The istiod chart values that enable the injection template, with the wait image filled in. */}}
+{{- define "ipnc.istiodValues" -}}
+{{- $image := include "ipnc.image" (list .Values.waitImage .Chart) }}
+{{- $tpl := regexReplaceAllLiteral `\$waitImage := "[^"]*"` (.Files.Get "files/injection-template.yaml") (printf "$waitImage := %q" $image) }}
+# Values for Istio's istiod chart that enable the istio-pod-network-controller injection template
+# (chart {{ .Chart.Name }} {{ .Chart.Version }}, wait image {{ $image }}). Apply them with
+#   helm upgrade istiod istio/istiod -n istio-system --reuse-values -f istiod-values.yaml
+# then restart the mesh workloads so they are injected again. If you already list other default
+# templates, keep them: "sidecar" first, then {{ .Values.injection.templateName }}.
+global:
+  proxy:
+    # istio-proxy must satisfy Pod Security "restricted" too, also in pods that set no seccomp profile.
+    seccompProfile:
+      type: RuntimeDefault
+pilot:
+  cni:
+    # The controller replaces istio-cni for sidecars. Istio's OpenShift profile turns this on, which
+    # would make Multus attach an istio-cni network that no longer exists.
+    enabled: false
+sidecarInjectorWebhook:
+  defaultTemplates:
+    - sidecar
+    - {{ .Values.injection.templateName }}
+  templates:
+    {{ .Values.injection.templateName }}: |
+      {{- $tpl | trim | nindent 6 }}
+{{- end }}
