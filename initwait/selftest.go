@@ -103,7 +103,7 @@ func (r *RedirectTest) test(ctx context.Context, f Family) error {
 			"it was not redirected (%v)", target, listenIP, r.ProxyPorts, err)
 	}
 	defer accepted.Close()
-	dst, err := originalDst(accepted, f)
+	dst, err := OriginalDst(accepted)
 	if err != nil {
 		return fmt.Errorf("connection to %s landed on %s but its original destination is unknown: %w", target, accepted.LocalAddr(), err)
 	}

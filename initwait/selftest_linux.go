@@ -13,11 +13,16 @@ import (
 // ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h), at level SOL_IPV6.
 const ip6tSOOriginalDst = 80
 
-// originalDst returns the destination a redirected connection was addressed to before NAT:
-// getsockopt SO_ORIGINAL_DST (SOL_IP, a sockaddr_in) or IP6T_SO_ORIGINAL_DST (SOL_IPV6, a
-// sockaddr_in6) on the accepted socket. x/sys has no getter for these structs; IPv6Mreq (20 bytes)
-// and IPv6MTUInfo (32 bytes) are large enough to receive them, as Istio's validator does.
-func originalDst(c *net.TCPConn, f Family) (netip.AddrPort, error) {
+// OriginalDst returns the destination an accepted connection was addressed to before a REDIRECT
+// rewrote it: getsockopt SO_ORIGINAL_DST (SOL_IP, a sockaddr_in) or IP6T_SO_ORIGINAL_DST
+// (SOL_IPV6, a sockaddr_in6) on the socket, by the family of its local address. x/sys has no
+// getter for these structs; IPv6Mreq (20 bytes) and IPv6MTUInfo (32 bytes) are large enough to
+// receive them, as Istio's validator does. For a connection nothing rewrote it fails (ENOENT).
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	f := IPv4
+	if local, err := netip.ParseAddrPort(c.LocalAddr().String()); err == nil && local.Addr().Unmap().Is6() {
+		f = IPv6
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return netip.AddrPort{}, err

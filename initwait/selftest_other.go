@@ -9,6 +9,7 @@ import (
 )
 
 // originalDst needs Linux's SO_ORIGINAL_DST.
-func originalDst(*net.TCPConn, Family) (netip.AddrPort, error) {
+// OriginalDst is Linux only.
+func OriginalDst(*net.TCPConn) (netip.AddrPort, error) {
 	return netip.AddrPort{}, errors.New("SO_ORIGINAL_DST is Linux-only")
 }

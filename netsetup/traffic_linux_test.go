@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/redhat-cop/istio-pod-network-controller/initwait"
 	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
@@ -68,52 +69,26 @@ func listenHelper(ports []string, transparent bool) {
 				fmt.Println("listen error:", err)
 				os.Exit(1)
 			}
-			go serve(l, p, network == "tcp6")
+			go serve(l, p)
 		}
 	}
 	fmt.Println("ready")
 	select {}
 }
 
-func serve(l net.Listener, port string, v6 bool) {
+func serve(l net.Listener, port string) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		orig := originalDst(c.(*net.TCPConn), v6)
+		orig := c.LocalAddr().String() // TPROXY, or nothing rewritten
+		if dst, err := initwait.OriginalDst(c.(*net.TCPConn)); err == nil {
+			orig = dst.String()
+		}
 		fmt.Fprintf(c, "%s %s\n", port, orig)
 		c.Close()
 	}
-}
-
-func originalDst(c *net.TCPConn, v6 bool) string {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return c.LocalAddr().String()
-	}
-	var out string
-	_ = raw.Control(func(fd uintptr) {
-		if v6 {
-			mreq, err := unix.GetsockoptIPv6MTUInfo(int(fd), unix.SOL_IPV6, 80) // IP6T_SO_ORIGINAL_DST
-			if err == nil {
-				a := mreq.Addr
-				port := int(a.Port>>8 | a.Port<<8&0xff00)
-				out = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(port)).String()
-			}
-			return
-		}
-		mreq, err := unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, 80) // SO_ORIGINAL_DST
-		if err == nil {
-			m := mreq.Multiaddr
-			port := int(m[2])<<8 | int(m[3])
-			out = netip.AddrPortFrom(netip.AddrFrom4([4]byte{m[4], m[5], m[6], m[7]}), uint16(port)).String()
-		}
-	})
-	if out == "" {
-		out = c.LocalAddr().String()
-	}
-	return out
 }
 
 func dial(addr string) (string, error) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
+	"github.com/redhat-cop/istio-pod-network-controller/initwait"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/kubelet"
 )
@@ -58,7 +58,7 @@ func answer(l net.Listener, name string) {
 			return
 		}
 		dst := c.LocalAddr().String()
-		if orig, err := testutil.OriginalDst(c.(*net.TCPConn)); err == nil {
+		if orig, err := initwait.OriginalDst(c.(*net.TCPConn)); err == nil {
 			dst = orig.String()
 		}
 		fmt.Fprintf(c, "%s %s\n", name, dst)
