@@ -202,7 +202,7 @@ func (c *Cluster) writeCredentials() error {
 func (c *Cluster) startEtcd(ctx context.Context) error {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		ports, err := freePorts(2)
+		ports, err := FreePorts(2)
 		if err != nil {
 			return err
 		}
@@ -245,7 +245,7 @@ func (c *Cluster) startAPIServerFirst(ctx context.Context) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var ports []int
-		if ports, err = freePorts(1); err != nil {
+		if ports, err = FreePorts(1); err != nil {
 			return err
 		}
 		c.apiPort = ports[0]
@@ -450,8 +450,8 @@ func etcdHealthy(ctx context.Context, url string) error {
 	return nil
 }
 
-// freePorts returns n distinct loopback TCP ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct loopback TCP ports that were free a moment ago.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

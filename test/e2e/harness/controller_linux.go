@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/cluster"
 )
 
 // ControllerOptions configure StartController.
@@ -54,7 +55,7 @@ type Controller struct {
 // StartController picks free loopback ports for metrics and health, starts the controller and
 // waits until /readyz answers ok (or the process exits, or ctx ends).
 func StartController(ctx context.Context, opts ControllerOptions) (*Controller, error) {
-	ports, err := freePorts(2)
+	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -281,18 +282,4 @@ func (c *Controller) tail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return fmt.Sprintf("\n--- last %d lines of the controller log (%s) ---\n%s", len(lines), c.opts.LogPath, strings.Join(lines, "\n"))
-}
-
-// freePorts returns n distinct loopback TCP ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
