@@ -18,22 +18,6 @@ import (
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
-// Namespace is a network namespace the Applier can enter (netns.Handle is one).
-type Namespace interface {
-	// Do runs fn on an OS thread locked inside the namespace.
-	Do(fn func() error) error
-	// Path names the namespace in messages.
-	Path() string
-}
-
-// Options configure an Applier.
-type Options struct {
-	// Backend is the iptables backend; empty means detect the node's (DetectBackend).
-	Backend Backend
-	// LockDir is a writable directory for the per-pod xtables lock files (never /run/xtables.lock).
-	LockDir string
-}
-
 // Applier programs network namespaces. It is safe for concurrent use on different namespaces;
 // callers serialize operations on the same pod (nft ignores the xtables lock).
 type Applier struct {

@@ -11,18 +11,6 @@ import (
 
 var errUnsupported = errors.New("programming network namespaces needs Linux")
 
-// Namespace is a network namespace the Applier can enter.
-type Namespace interface {
-	Do(fn func() error) error
-	Path() string
-}
-
-// Options configure an Applier.
-type Options struct {
-	Backend Backend
-	LockDir string
-}
-
 // Applier programs network namespaces (Linux only).
 type Applier struct{}
 

@@ -53,3 +53,19 @@ var ErrDrift = errors.New("live rules differ from the expected rules")
 
 // ErrLocked reports that the xtables lock could not be had in time: transient, retry.
 var ErrLocked = errors.New("xtables lock busy")
+
+// Namespace is a network namespace the Applier can enter (netns.Handle is one).
+type Namespace interface {
+	// Do runs fn on an OS thread locked inside the namespace.
+	Do(fn func() error) error
+	// Path names the namespace in messages.
+	Path() string
+}
+
+// Options configure an Applier.
+type Options struct {
+	// Backend is the iptables backend; empty means detect the node's (DetectBackend).
+	Backend Backend
+	// LockDir is a writable directory for the per-pod xtables lock files (never /run/xtables.lock).
+	LockDir string
+}
