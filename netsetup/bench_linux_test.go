@@ -3,6 +3,8 @@ package netsetup
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,11 +34,17 @@ func typicalRules(tb testing.TB) (*rules.Config, *rules.RuleSet) {
 }
 
 // perPod times op once per iteration, each time in a fresh namespace, and reports percentiles.
-func perPod(b *testing.B, op func(n *testutil.Netns) error) {
+func perPod(b *testing.B, op func(n *testutil.Netns) error) { perPodSetup(b, nil, op) }
+
+// perPodSetup is perPod with an untimed setup of each namespace.
+func perPodSetup(b *testing.B, setup func(n *testutil.Netns), op func(n *testutil.Netns) error) {
 	var samples []time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		n := testutil.NewNetns(b)
+		if setup != nil {
+			setup(n)
+		}
 		b.StartTimer()
 		start := time.Now()
 		if err := op(n); err != nil {
@@ -184,4 +192,33 @@ func BenchmarkApply50Parallel(b *testing.B) {
 	}
 	slices.Sort(bursts)
 	b.ReportMetric(float64(bursts[len(bursts)/2].Milliseconds()), "ms-p50/burst")
+}
+
+// BenchmarkIstioIptables: Istio's own `pilot-agent istio-iptables` (what istio-init runs) with the
+// same configuration, for comparison. Build it with `test/tools/build.sh pilot-agent`; the
+// benchmark looks for it in PILOT_AGENT or the tools cache and is skipped without it.
+func BenchmarkIstioIptables(b *testing.B) {
+	testutil.RequireRoot(b)
+	agent := os.Getenv("PILOT_AGENT")
+	if agent == "" {
+		home, _ := os.UserHomeDir()
+		agent = filepath.Join(home, ".cache", "istio-pod-network-controller", "tools", "pilot-agent")
+	}
+	if _, err := os.Stat(agent); err != nil {
+		b.Skipf("pilot-agent not built (test/tools/build.sh pilot-agent): %v", err)
+	}
+	args := []string{"istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-g", "1337", "-m", "REDIRECT",
+		"-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090", "-o", "15020", "--log_output_level", "default:error"}
+	podIP := func(n *testutil.Netns) { // istio-iptables needs a pod IP in the namespace
+		n.Run(b, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+		n.Run(b, "ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
+		n.Run(b, "ip", "link", "set", "eth0", "up")
+	}
+	perPodSetup(b, podIP, func(n *testutil.Netns) error {
+		h := openNS(b, n)
+		return h.Do(func() error {
+			_, err := execTool(context.Background(), os.Environ(), "", agent, args...)
+			return err
+		})
+	})
 }

@@ -3,7 +3,10 @@
 # per machine under $TOOLS_DIR (default ~/.cache/istio-pod-network-controller/tools). A cached binary
 # is reused; the cold kube-apiserver build takes about 8.5 minutes on 2 cores.
 #
-#   test/tools/build.sh [kube-apiserver] [etcd] [helm]   (no argument: all of them)
+#   test/tools/build.sh [kube-apiserver] [etcd] [helm] [pilot-agent]   (no argument: the first three)
+#
+# pilot-agent (Istio's, for the rule engine benchmark's comparison with `pilot-agent istio-iptables`)
+# is built only when asked for.
 #
 # Prints nothing on success but the tools directory.
 set -euo pipefail
@@ -12,6 +15,7 @@ TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/istio-pod-network-controller/tools}
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 HELM_VERSION=v3.22.0
+ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad # the version test/conformance's goldens come from
 mkdir -p "$TOOLS_DIR"
 # One build at a time per machine (the Go callers in test/e2e/cluster take the same lock).
 exec 9>"$TOOLS_DIR/.build.lock"
@@ -52,13 +56,24 @@ helm() {
 	ln -sf "helm-$HELM_VERSION" "$TOOLS_DIR/helm"
 }
 
+pilot_agent() {
+	local out="$TOOLS_DIR/pilot-agent-$ISTIO_VERSION"
+	if [ ! -x "$out" ]; then
+		echo "building pilot-agent $ISTIO_VERSION" >&2
+		(cd "$here/pilot-agent" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" istio.io/istio/pilot/cmd/pilot-agent)
+		mv "$out.tmp" "$out"
+	fi
+	ln -sf "pilot-agent-$ISTIO_VERSION" "$TOOLS_DIR/pilot-agent"
+}
+
 [ $# -gt 0 ] || set -- etcd helm kube-apiserver
 for t in "$@"; do
 	case $t in
 	kube-apiserver) kube_apiserver ;;
 	etcd) etcd ;;
 	helm) helm ;;
-	*) echo "build.sh: unknown tool \"$t\" (want kube-apiserver, etcd or helm)" >&2; exit 2 ;;
+	pilot-agent) pilot_agent ;;
+	*) echo "build.sh: unknown tool \"$t\" (want kube-apiserver, etcd, helm or pilot-agent)" >&2; exit 2 ;;
 	esac
 done
 echo "$TOOLS_DIR"
