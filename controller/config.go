@@ -28,7 +28,7 @@ const (
 	DefaultLockDir           = "/var/run/istio-pod-network-controller/locks"
 	DefaultKubeAPIQPS        = 50
 	DefaultKubeAPIBurst      = 100
-	DefaultWorkers           = 4
+	DefaultWorkers           = 8
 )
 
 // discoveryStrategies maps the --discovery names to the netns package's strategies.

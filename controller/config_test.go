@@ -35,7 +35,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 			Discovery: "netns,cgroup,ip", HostProc: "/proc", NetnsDirs: "/var/run/netns,/run/netns",
 			LockDir: "/var/run/istio-pod-network-controller/locks"},
 		NodeName: "node-a", DriftPeriod: 60 * time.Second, MetricsAddress: ":9402", HealthAddress: ":9403",
-		KubeAPIQPS: 50, KubeAPIBurst: 100, Workers: 4,
+		KubeAPIQPS: 50, KubeAPIBurst: 100, Workers: 8,
 	}
 	if cfg != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", cfg, want)

@@ -102,6 +102,9 @@ type podState struct {
 	released *release
 	// verified is the last successful check, skipped until the next drift round.
 	verified verification
+	// settled is the last reconcile that left the pod released with verified rules: an event in
+	// the same drift round for the same inputs has nothing to do (see upToDate).
+	settled settled
 	// failedFP is the fingerprint of the inputs the pod was refused for.
 	failedFP string
 	// specChanged is the configuration a SpecChanged Event was emitted for.
@@ -119,6 +122,14 @@ type release struct {
 type verification struct {
 	netns, hash string
 	gen         uint64
+}
+
+// settled: in drift round gen, the pod with inputs of fingerprint fp was left annotated ann (ready),
+// its namespace holding the verified rules.
+type settled struct {
+	gen uint64
+	fp  string
+	ann annotations
 }
 
 // New creates the controller and registers its event handlers on opts.Pods.

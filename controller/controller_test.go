@@ -610,3 +610,84 @@ func TestPatchErrorIsRetried(t *testing.T) {
 	}
 	f.expectEvents() // no Programmed Event before the pod is released
 }
+
+// TestWorkPerPod counts the namespace lookups and applier calls across the events of one pod's
+// start, as the kubelet produces them: created without an IP; IP set with the wait container
+// running; our own patch echoed; the wait container terminated; Running. The minimum is one
+// discovery and one apply (its read-back is the verification); the next drift round verifies once.
+func TestWorkPerPod(t *testing.T) {
+	pod := meshPod("web", "", func(p *corev1.Pod) {
+		p.Status.PodIP, p.Status.PodIPs = "", nil
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
+		p.Status.InitContainerStatuses[0].ContainerID = ""
+	})
+	f := newFixture(t, pod)
+	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	_, hash := specOf(t, pod)
+	step := func(name string, wantQueued bool, mutate func(*corev1.Pod)) {
+		t.Helper()
+		var queued bool
+		if mutate == nil {
+			_, queued = f.watch(pod)
+		} else {
+			_, queued = f.update(pod, mutate)
+		}
+		if queued != wantQueued {
+			t.Fatalf("%s: queued = %v, want %v", name, queued, wantQueued)
+		}
+		f.mustSync(pod) // synced either way: a resync, or another event, must not add work
+	}
+
+	f.mustSync(pod) // created: no IP yet
+	step("IP set, wait container running", true, func(p *corev1.Pod) {
+		p.Status.PodIP, p.Status.PodIPs = "10.1.0.5", []corev1.PodIP{{IP: "10.1.0.5"}}
+		p.Status.InitContainerStatuses[0].ContainerID = "containerd://wait-1"
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	})
+	f.expectPatch(pod, readyPatch("cookie:4097", hash, "ipv4"))
+	step("our patch echoed", false, nil)
+	step("wait container terminated", true, func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}
+	})
+	step("Running", true, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodRunning
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Ready: true}, {Name: podconfig.ProxyContainer, Ready: true}}
+	})
+	if f.finder.finds != 1 {
+		t.Errorf("namespace lookups: %d, want 1", f.finder.finds)
+	}
+	if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"foreign cookie:4097", "apply cookie:4097 " + hash}) {
+		t.Errorf("applier calls %q, want one foreign-rules check and one apply", calls)
+	}
+	f.expectNoPatch()
+	if v := metricValue(t, f.c.metrics.DiscoveryDuration); v != 1 {
+		t.Errorf("discovery samples %v, want 1", v)
+	}
+
+	// The next drift round looks the namespace up and verifies once; more events in the round, none.
+	f.c.driftRound(f.ctx)
+	f.c.processNextItem(f.ctx)
+	f.mustSync(pod)
+	if f.finder.finds != 2 {
+		t.Errorf("namespace lookups after a drift round: %d, want 2", f.finder.finds)
+	}
+	if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"verify cookie:4097 " + hash}) {
+		t.Errorf("drift round: applier calls %q, want one verify", calls)
+	}
+
+	// A new run of the wait container (a new sandbox) is not skipped, in this round or any.
+	f.finder.sandbox(string(pod.UID), 5001, "10.1.0.5")
+	step("wait container running again", true, func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodPending
+		p.Status.InitContainerStatuses[0].ContainerID = "containerd://wait-2"
+		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	})
+	if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"foreign cookie:5001", "apply cookie:5001 " + hash}) {
+		t.Errorf("new sandbox: applier calls %q", calls)
+	}
+	f.expectPatch(pod, readyPatch("cookie:5001", hash, "ipv4"))
+
+	// An edit of the inputs is not skipped either: reported once.
+	step("annotation edited", true, annotate(podconfig.AnnotationExcludeInboundPorts, "8080"))
+	f.expectEvents("Normal Programmed", "Normal SandboxRecreated", "Normal Programmed", "Warning SpecChanged")
+}

@@ -129,6 +129,10 @@ func (sp spec) describe() string {
 func (c *Controller) reconcile(ctx context.Context, pod *corev1.Pod, st *podState) error {
 	cur := ours(pod)
 	fp := fingerprint(pod)
+	if c.upToDate(pod, st, cur, fp) {
+		klog.FromContext(ctx).V(5).Info("Released and verified in this drift round for the same inputs: nothing to do")
+		return nil
+	}
 	sp := evaluate(pod)
 	if cur.status() == contract.StatusReady {
 		return c.reconcileReleased(ctx, pod, st, cur, sp, fp)
@@ -153,6 +157,27 @@ func (c *Controller) reconcile(ctx context.Context, pod *corev1.Pod, st *podStat
 	return c.program(ctx, pod, st, ns, id, sp, fp)
 }
 
+// upToDate reports whether the outcome of reconciling the pod is already known: in the current
+// drift round, a reconcile left it released with verified rules, and nothing it depends on has
+// changed since: its inputs (fingerprint: annotations other than ours, istio-proxy, init
+// containers, pod IPs), our annotations (netns identity, rules hash), and no new run of the wait
+// container (which would mean a new sandbox). Then the namespace need not be looked up again: the
+// drift round (a new generation) does that, and any change of the above brings the full reconcile
+// back. The typical case is the wait container exiting and the pod starting after its release.
+func (c *Controller) upToDate(pod *corev1.Pod, st *podState, cur annotations, fp string) bool {
+	s := st.settled
+	if s.ann == nil || s.gen != c.driftGen.Load() || s.fp != fp || !s.ann.equal(cur) || cur.status() != contract.StatusReady {
+		return false
+	}
+	id := waitRunning(pod, c.waitContainer)
+	return id == "" || id == st.waitContainerID
+}
+
+// settle records that the pod is released with verified rules in drift round gen, annotated ann.
+func (st *podState) settle(gen uint64, fp string, ann annotations) {
+	st.settled = settled{gen: gen, fp: fp, ann: ann}
+}
+
 // reconcileReleased handles a pod annotated ready: same namespace -> check (and repair) the
 // released rules; new namespace (sandbox re-created) -> program it.
 func (c *Controller) reconcileReleased(ctx context.Context, pod *corev1.Pod, st *podState, cur annotations, sp spec, fp string) error {
@@ -175,7 +200,7 @@ func (c *Controller) reconcileReleased(ctx context.Context, pod *corev1.Pod, st 
 	logger.Info("Sandbox re-created: programming the new network namespace", "oldNetns", cur[contract.KeyNetns], "netns", id.String(), "path", ns.Path())
 	c.recorder.Eventf(pod, corev1.EventTypeNormal, EventSandboxRecreated,
 		"Network namespace changed from %s to %s (%s): programming the new one", cur[contract.KeyNetns], id, ns.Path())
-	st.released, st.verified = nil, verification{}
+	st.released, st.verified, st.settled = nil, verification{}, settled{}
 	switch {
 	case sp.refused != nil:
 		return c.refuse(ctx, pod, st, fp, sp.event, sp.metric, sp.refused.Error())
@@ -202,12 +227,14 @@ func (c *Controller) checkReleased(ctx context.Context, pod *corev1.Pod, st *pod
 	}
 	done := verification{netns: id.String(), hash: rel.hash, gen: c.driftGen.Load()}
 	if st.verified == done {
+		st.settle(done.gen, fp, cur)
 		return nil
 	}
 	err := c.verify(ctx, pod, ns, rel.cfg)
 	switch {
 	case err == nil:
 		st.verified = done
+		st.settle(done.gen, fp, cur)
 		return nil
 	case !errors.Is(err, netsetup.ErrDrift):
 		c.metrics.Errors.WithLabelValues(reasonVerify).Inc()
@@ -223,10 +250,12 @@ func (c *Controller) checkReleased(ctx context.Context, pod *corev1.Pod, st *pod
 	drift, _, _ := strings.Cut(err.Error(), "\n") // the full difference is in the log
 	c.recorder.Event(pod, corev1.EventTypeWarning, EventDriftRepaired, truncate(fmt.Sprintf(
 		"Rules in network namespace %s had drifted: restored the released rule set %s (%s)", id, rel.hash, drift)))
-	if _, err := c.ensure(ctx, pod, cur, ready(id, res)); err != nil {
+	want := ready(id, res)
+	if _, err := c.ensure(ctx, pod, cur, want); err != nil {
 		return err
 	}
 	st.verified = done
+	st.settle(done.gen, fp, want)
 	return nil
 }
 
@@ -239,18 +268,20 @@ func (c *Controller) releasedUnknown(ctx context.Context, pod *corev1.Pod, st *p
 	c.specChanged(ctx, pod, st, cur[contract.KeyRules], sp)
 	done := verification{netns: id.String(), hash: cur[contract.KeyRules], gen: c.driftGen.Load()}
 	if st.verified == done {
+		st.settle(done.gen, fp, cur)
 		return nil
 	}
 	if sp.cfg != nil {
 		err := c.verify(ctx, pod, ns, sp.cfg)
 		if err == nil {
 			// The live rules are the current configuration's: only the annotations lag behind.
-			res := netsetup.Result{Hash: sp.hash, Families: families(sp.cfg)}
-			if _, err := c.ensure(ctx, pod, cur, ready(id, res)); err != nil {
+			want := ready(id, netsetup.Result{Hash: sp.hash, Families: families(sp.cfg)})
+			if _, err := c.ensure(ctx, pod, cur, want); err != nil {
 				return err
 			}
 			st.released = &release{cfg: sp.cfg, hash: sp.hash, netns: id.String()}
 			st.verified = verification{netns: id.String(), hash: sp.hash, gen: done.gen}
+			st.settle(done.gen, fp, want)
 			return nil
 		}
 		if !errors.Is(err, netsetup.ErrDrift) {
@@ -267,6 +298,7 @@ func (c *Controller) releasedUnknown(ctx context.Context, pod *corev1.Pod, st *p
 		logger.V(2).Info("Released rule set unknown since the configuration changed after release: leaving the live rules alone",
 			"netns", id.String(), "released", cur[contract.KeyRules], "now", sp.describe())
 		st.verified = done
+		st.settle(done.gen, fp, cur)
 		return nil
 	}
 	if sp.cfg == nil {
@@ -282,11 +314,13 @@ func (c *Controller) releasedUnknown(ctx context.Context, pod *corev1.Pod, st *p
 	c.recorder.Eventf(pod, corev1.EventTypeWarning, EventDriftRepaired,
 		"Rules had vanished from network namespace %s; the released rule set %s is unknown since the configuration changed: applied the current configuration's rules %s",
 		id, cur[contract.KeyRules], res.Hash)
-	if _, err := c.ensure(ctx, pod, cur, ready(id, res)); err != nil {
+	want := ready(id, res)
+	if _, err := c.ensure(ctx, pod, cur, want); err != nil {
 		return err
 	}
 	st.released = &release{cfg: sp.cfg, hash: res.Hash, netns: id.String()}
 	st.verified = verification{netns: id.String(), hash: res.Hash, gen: done.gen}
+	st.settle(done.gen, fp, want)
 	return nil
 }
 
@@ -316,15 +350,18 @@ func (c *Controller) program(ctx context.Context, pod *corev1.Pod, st *podState,
 			"network namespace %s already holds ISTIO_* chains in the other iptables backend: two rule sets would both be live "+
 				"(is istio-init or Istio's CNI also programming this pod?)", ns.Path()))
 	}
+	gen := c.driftGen.Load() // before Apply, whose read-back is the verification
 	res, err := c.apply(ctx, pod, ns, sp.cfg)
 	if err != nil {
 		return c.retry(ctx, pod, st, applyReason(err), err)
 	}
-	if _, err := c.ensure(ctx, pod, ours(pod), ready(id, res)); err != nil {
+	want := ready(id, res)
+	if _, err := c.ensure(ctx, pod, ours(pod), want); err != nil {
 		return err
 	}
 	st.released = &release{cfg: sp.cfg, hash: res.Hash, netns: id.String()}
-	st.verified = verification{netns: id.String(), hash: res.Hash, gen: c.driftGen.Load()}
+	st.verified = verification{netns: id.String(), hash: res.Hash, gen: gen}
+	st.settle(gen, fp, want)
 	st.failedFP, st.specChanged = "", ""
 	c.metrics.PodsConfigured.WithLabelValues(resultReady).Inc()
 	c.observeSetup(pod.UID)
@@ -352,7 +389,7 @@ func (c *Controller) retry(ctx context.Context, pod *corev1.Pod, st *podState, m
 // does not retry: the pod's own configuration must change first.
 func (c *Controller) refuse(ctx context.Context, pod *corev1.Pod, st *podState, fp, event, metric, msg string) error {
 	st.failedFP = fp
-	st.released, st.verified = nil, verification{}
+	st.released, st.verified, st.settled = nil, verification{}, settled{}
 	patched, err := c.ensure(ctx, pod, ours(pod), failed(msg))
 	if err != nil {
 		return err

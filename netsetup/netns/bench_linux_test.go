@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 // BenchmarkFind measures Find with 50 pod namespaces around, each held by a process in a cgroup of
 // its pod UID, holding its IP on a veth, and pinned by name in a netns directory (as containerd
 // does). Each strategy scans everything it sees (to detect ambiguity), so the target's position
-// does not matter.
+// does not matter. The -inside variants read the addresses inside each namespace (as on a kernel
+// without IFA_TARGET_NETNSID) instead of through the Finder's addrReader.
 func BenchmarkFind(b *testing.B) {
 	testutil.RequireRoot(b)
 	const pods = 50
@@ -34,16 +36,24 @@ func BenchmarkFind(b *testing.B) {
 	ctx := context.Background()
 
 	for _, c := range []struct {
-		name string
-		opts Options
+		name   string
+		opts   Options
+		inside bool
 	}{
-		{"named", Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}}},
-		{"proc-uid", Options{Strategies: []Strategy{StrategyProcUID}}},
-		{"proc-ip", Options{Strategies: []Strategy{StrategyProcIP}}},
-		{"cached", Options{NetnsDirs: []string{dir}, Cache: true}},
+		{"named", Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}}, false},
+		{"named-inside", Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}}, true},
+		{"proc-uid", Options{Strategies: []Strategy{StrategyProcUID}}, false},
+		{"proc-ip", Options{Strategies: []Strategy{StrategyProcIP}}, false},
+		{"proc-ip-inside", Options{Strategies: []Strategy{StrategyProcIP}}, true},
+		{"cached", Options{NetnsDirs: []string{dir}, Cache: true}, false},
+		{"cached-inside", Options{NetnsDirs: []string{dir}, Cache: true}, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			f := newFinder(b, c.opts)
+			if c.inside {
+				err := errors.New("benchmark: read inside")
+				f.noReader.Store(&err)
+			}
 			for b.Loop() {
 				h, err := f.Find(ctx, target.uid, []netip.Addr{target.ip})
 				if err != nil {

@@ -22,6 +22,9 @@ import (
 // maxPIDs bounds the process IDs kept per candidate (for messages).
 const maxPIDs = 8
 
+// maxIdleReaders bounds the address readers kept for reuse (about one per concurrent Find).
+const maxIdleReaders = 8
+
 // Finder finds pods' network namespaces (see Find). It is safe for concurrent use; Close it when done.
 type Finder struct {
 	opts   Options
@@ -29,8 +32,15 @@ type Finder struct {
 	hostID contract.NetnsID
 	host   []Key // self, and PID 1 of ProcDir when readable: never returned
 
-	mu    sync.Mutex
-	cache map[string]*cacheEntry
+	mu      sync.Mutex
+	cache   map[string]*cacheEntry
+	readers []*addrReader // idle, for reuse
+	closed  bool
+
+	// noReader is why namespaces' addresses are read from inside them (nil: through an
+	// addrReader); set once, when the kernel turns out not to support the reader.
+	noReader       atomic.Pointer[error]
+	noReaderLogged atomic.Bool
 
 	hits, misses atomic.Int64
 }
@@ -136,13 +146,75 @@ func (f *Finder) Cached() int {
 // Close closes the cache and the Finder's own fds. Handles returned by Find stay valid.
 func (f *Finder) Close() error {
 	f.mu.Lock()
-	cache := f.cache
-	f.cache = map[string]*cacheEntry{}
+	cache, readers := f.cache, f.readers
+	f.cache, f.readers, f.closed = map[string]*cacheEntry{}, nil, true
 	f.mu.Unlock()
 	for _, e := range cache {
 		e.h.Close()
 	}
+	for _, r := range readers {
+		r.close()
+	}
 	return f.self.Close()
+}
+
+// reader returns an address reader for this goroutine's use (nil: read inside the namespaces);
+// hand it back with putReader.
+func (f *Finder) reader() *addrReader {
+	if f.noReader.Load() != nil {
+		return nil
+	}
+	f.mu.Lock()
+	if n := len(f.readers); n > 0 {
+		r := f.readers[n-1]
+		f.readers = f.readers[:n-1]
+		f.mu.Unlock()
+		return r
+	}
+	f.mu.Unlock()
+	r, err := newAddrReader(f.hostID)
+	if err != nil {
+		if errors.Is(err, errNoTargetNetnsid) {
+			f.noReader.CompareAndSwap(nil, &err)
+		}
+		return nil
+	}
+	return r
+}
+
+func (f *Finder) putReader(r *addrReader) {
+	if r == nil {
+		return
+	}
+	f.mu.Lock()
+	if !r.broken && !f.closed && len(f.readers) < maxIdleReaders {
+		f.readers = append(f.readers, r)
+		r = nil
+	}
+	f.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
+}
+
+// holdsAny returns the pod IPs h holds, and everything it holds: read through r when the kernel
+// allows it, else (r nil, or the reader failed) inside the namespace. Both read the live state.
+func (f *Finder) holdsAny(r *addrReader, h *Handle, ips []netip.Addr) (holds, all []netip.Addr, err error) {
+	if r != nil && f.noReader.Load() == nil {
+		all, err = r.addrs(h)
+		if errors.Is(err, errNoTargetNetnsid) {
+			f.noReader.CompareAndSwap(nil, &err)
+		}
+	}
+	if r == nil || err != nil {
+		all, err = h.Addrs()
+	}
+	for _, ip := range ips {
+		if containsAddr(all, ip) {
+			holds = append(holds, ip)
+		}
+	}
+	return holds, all, err
 }
 
 // cached returns a new reference to podUID's cached namespace if it is still valid, else drops it.
@@ -163,7 +235,10 @@ func (f *Finder) cached(podUID string, ips []netip.Addr) *Handle {
 	f.mu.Unlock()
 
 	if k, err := statKey(h.Path()); err == nil && k == h.Key() {
-		if holds, _, err := holdsAny(h, ips); err == nil && len(holds) > 0 {
+		r := f.reader()
+		holds, _, err := f.holdsAny(r, h, ips)
+		f.putReader(r)
+		if err == nil && len(holds) > 0 {
 			return h
 		}
 	}
@@ -199,37 +274,42 @@ type scan struct {
 }
 
 func (f *Finder) discover(ctx context.Context, uid string, ips []netip.Addr) (*Handle, error) {
+	r := f.reader()
+	defer f.putReader(r)
+	if why := f.noReader.Load(); why != nil && f.noReaderLogged.CompareAndSwap(false, true) {
+		klog.FromContext(ctx).V(2).Info("Reading the addresses of network namespaces from inside them", "reason", (*why).Error())
+	}
 	var looked, host []string
 	for _, s := range f.opts.Strategies {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		var r scan
+		var sc scan
 		switch s {
 		case StrategyNamed:
-			r = f.findNamed(ctx, ips)
+			sc = f.findNamed(ctx, r, ips)
 		case StrategyProcUID:
-			r = f.findProcUID(ctx, uid, ips)
+			sc = f.findProcUID(ctx, r, uid, ips)
 		case StrategyProcIP:
-			r = f.findProcIP(ctx, ips)
+			sc = f.findProcIP(ctx, r, ips)
 		}
 		if err := ctx.Err(); err != nil { // a cut-short scan could miss a second candidate
-			for _, c := range r.cands {
+			for _, c := range sc.cands {
 				c.h.Close()
 			}
 			return nil, fmt.Errorf("pod UID %q: %s: %w", uid, s, err)
 		}
-		looked = append(looked, r.note)
-		if r.host != "" {
-			host = append(host, r.host)
+		looked = append(looked, sc.note)
+		if sc.host != "" {
+			host = append(host, sc.host)
 		}
-		if len(r.cands) == 0 {
+		if len(sc.cands) == 0 {
 			continue
 		}
-		for _, c := range r.cands {
+		for _, c := range sc.cands {
 			c.h.source = s
 		}
-		h, err := f.pick(ctx, uid, ips, r.cands)
+		h, err := f.pick(ctx, uid, ips, sc.cands)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +321,7 @@ func (f *Finder) discover(ctx context.Context, uid string, ips []netip.Addr) (*H
 			"strategy", s, "path", h.Path(), "inode", h.Inode())
 		return h, nil
 	}
-	if holds, _, err := holdsAny(f.self, ips); err == nil && len(holds) > 0 {
+	if holds, _, err := f.holdsAny(nil, f.self, ips); err == nil && len(holds) > 0 {
 		host = append(host, fmt.Sprintf("the host network namespace holds %v", holds))
 	}
 	if len(host) > 0 {
@@ -318,7 +398,7 @@ func (f *Finder) markUID(ctx context.Context, uid string, cands []*candidate) pr
 }
 
 // findNamed checks the named namespaces in the netns directories.
-func (f *Finder) findNamed(ctx context.Context, ips []netip.Addr) scan {
+func (f *Finder) findNamed(ctx context.Context, rd *addrReader, ips []netip.Addr) scan {
 	var (
 		r        scan
 		dirs     []string
@@ -373,7 +453,7 @@ func (f *Finder) findNamed(ctx context.Context, ips []netip.Addr) scan {
 				continue
 			}
 			n++
-			holds, all, err := holdsAny(h, ips)
+			holds, all, err := f.holdsAny(rd, h, ips)
 			if err != nil {
 				errs.fail(err)
 			}
@@ -395,7 +475,7 @@ func (f *Finder) findNamed(ctx context.Context, ips []netip.Addr) scan {
 }
 
 // findProcUID checks the namespaces of the processes in cgroups of the pod.
-func (f *Finder) findProcUID(ctx context.Context, uid string, ips []netip.Addr) scan {
+func (f *Finder) findProcUID(ctx context.Context, rd *addrReader, uid string, ips []netip.Addr) scan {
 	var (
 		r        scan
 		order    []Key
@@ -434,7 +514,7 @@ func (f *Finder) findProcUID(ctx context.Context, uid string, ips []netip.Addr) 
 			st.fail(fmt.Errorf("namespace inode %d of pids %v: gone or unreadable", k.Ino, pids[k]))
 			continue
 		}
-		holds, all, err := holdsAny(h, ips)
+		holds, all, err := f.holdsAny(rd, h, ips)
 		if err != nil {
 			st.fail(err)
 		}
@@ -455,7 +535,7 @@ func (f *Finder) findProcUID(ctx context.Context, uid string, ips []netip.Addr) 
 }
 
 // findProcIP checks each distinct namespace of the processes once.
-func (f *Finder) findProcIP(ctx context.Context, ips []netip.Addr) scan {
+func (f *Finder) findProcIP(ctx context.Context, rd *addrReader, ips []netip.Addr) scan {
 	var (
 		r    scan
 		seen = map[Key]*candidate{} // nil value: checked, does not hold the IPs
@@ -487,7 +567,7 @@ func (f *Finder) findProcIP(ctx context.Context, ips []netip.Addr) scan {
 			return
 		}
 		n++
-		holds, _, err := holdsAny(h, ips)
+		holds, _, err := f.holdsAny(rd, h, ips)
 		if err != nil {
 			st.fail(err)
 		}
@@ -603,17 +683,6 @@ func (r rejections) suffix() string {
 		more = fmt.Sprintf(", and %d more", r.n-len(r.items))
 	}
 	return " (rejected: " + strings.Join(r.items, ", ") + more + ")"
-}
-
-// holdsAny returns the pod IPs h holds, and everything it holds.
-func holdsAny(h *Handle, ips []netip.Addr) (holds, all []netip.Addr, err error) {
-	all, err = h.Addrs()
-	for _, ip := range ips {
-		if containsAddr(all, ip) {
-			holds = append(holds, ip)
-		}
-	}
-	return holds, all, err
 }
 
 func firstPIDs(pids []int) []int {

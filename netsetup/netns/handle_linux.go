@@ -38,6 +38,10 @@ type nsRef struct {
 
 	mu sync.Mutex
 	id contract.NetnsID // zero until read
+	// nsid is the namespace's nsid in the Finder's own namespace (see addrReader), valid when
+	// hasNsid. The fd keeps the namespace alive, so its nsid cannot change or be reused meanwhile.
+	nsid    int32
+	hasNsid bool
 }
 
 // Open opens the network namespace at path: a named namespace (/run/netns/<name>) or a
@@ -119,6 +123,24 @@ func (h *Handle) ID() (contract.NetnsID, error) {
 		return contract.NetnsID{}, fmt.Errorf("network namespace %s (inode %d): %w", h.path, h.ref.key.Ino, err)
 	}
 	h.ref.id = id
+	return id, nil
+}
+
+// netnsid returns the namespace's nsid as r sees it (read, or assigned, once per fd).
+func (h *Handle) netnsid(r *addrReader) (int32, error) {
+	if h.closed.Load() {
+		return 0, fmt.Errorf("network namespace %s (inode %d): handle is closed", h.path, h.ref.key.Ino)
+	}
+	h.ref.mu.Lock()
+	defer h.ref.mu.Unlock()
+	if h.ref.hasNsid {
+		return h.ref.nsid, nil
+	}
+	id, err := r.nsid(int(h.ref.ns.Fd()))
+	if err != nil {
+		return 0, err
+	}
+	h.ref.nsid, h.ref.hasNsid = id, true
 	return id, nil
 }
 

@@ -10,6 +10,11 @@
 // host's namespace; several different candidates are resolved by pod UID or reported as an
 // AmbiguousError, never guessed.
 //
+// Every check reads the namespaces' addresses live, at the time of the Find. The Finder reads them
+// without entering the namespaces when the kernel allows it (Linux 4.20 or later: an address dump
+// naming the namespace by its nsid; a namespace without an nsid in the Finder's namespace gets
+// one, as `ip netns set NAME auto` would give it), else inside each namespace.
+//
 // The implementation is Linux only; on other systems every call fails with ErrUnsupported.
 package netns
 
