@@ -36,8 +36,7 @@ func TestSelection(t *testing.T) {
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
 			pod := meshPod("web", "10.1.0.5", mutate)
-			f := newFixture(t, pod)
-			f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+			f := newSandboxed(t, pod)
 			f.mustSync(pod)
 			f.expectNoPatch()
 			f.expectEvents()
@@ -123,8 +122,7 @@ func TestProgramsAndSendsExactPatch(t *testing.T) {
 // released pod does nothing (no patch, no apply, no verify) until the next drift round.
 func TestNoRetriggerFromOwnPatch(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.mustSync(pod)
 	f.takePatches()
 	f.applier.takeCalls()
@@ -159,8 +157,7 @@ func TestNoRetriggerFromOwnPatch(t *testing.T) {
 
 func TestInvalidConfigurationFailsWithoutRetry(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5", annotate(podconfig.AnnotationExcludeInboundPorts, "80,"))
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	_, err := podconfig.FromPod(pod)
 	reason := err.Error()
 	if want := `traffic.sidecar.istio.io/excludeInboundPorts: invalid value "80,"`; reason[:len(want)] != want {
@@ -206,8 +203,7 @@ func TestConflictingInitContainerFails(t *testing.T) {
 			pod := meshPod("web", "10.1.0.5", func(p *corev1.Pod) {
 				p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: name})
 			})
-			f := newFixture(t, pod)
-			f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+			f := newSandboxed(t, pod)
 			f.mustSync(pod)
 			f.expectPatch(pod, statusPatch(contract.StatusFailed, fmt.Sprintf("the pod also has the init container %q, "+
 				"which installs or checks Istio's rules itself: two rule sets would both be live "+
@@ -222,8 +218,7 @@ func TestConflictingInitContainerFails(t *testing.T) {
 
 func TestForeignRulesFail(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.applier.foreign[cookie(4097)] = true
 	f.mustSync(pod)
 	reason := "network namespace /run/netns/fake-4097 already holds ISTIO_* chains in the other iptables backend: two rule sets would both be live (is istio-init or Istio's CNI also programming this pod?)"
@@ -318,8 +313,7 @@ func TestSkipWhenCurrent(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
 	cfg, hash := specOf(t, pod)
 	annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097", contract.KeyRules, hash, contract.KeyFamilies, "ipv4")(pod)
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.applier.live[cookie(4097)] = hashOf(cfg)
 
 	f.mustSync(pod)
@@ -346,8 +340,7 @@ func TestSkipWhenCurrent(t *testing.T) {
 // TestDriftRepair: flushed rules are restored at the next drift round, with a metric and an Event.
 func TestDriftRepair(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.mustSync(pod)
 	f.watch(pod)
 	f.takePatches()
@@ -375,8 +368,7 @@ func TestDriftRepair(t *testing.T) {
 // applied, and drift repair restores the released rule set, not the edited one.
 func TestRulesFixedAtRelease(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.mustSync(pod)
 	f.watch(pod)
 	f.takePatches()
@@ -425,8 +417,7 @@ func TestAfterRestart(t *testing.T) {
 
 	t.Run("spec unchanged: the spec is the released set, drift repaired", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5", released)
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.mustSync(pod)
 		if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"verify cookie:4097 " + releasedHash, "apply cookie:4097 " + releasedHash}) {
 			t.Fatalf("applier calls %q", calls)
@@ -439,8 +430,7 @@ func TestAfterRestart(t *testing.T) {
 	t.Run("spec changed, released rules live: nothing to do", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5", released, edit)
 		_, now := specOf(t, pod)
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.applier.live[cookie(4097)] = releasedHash
 		f.mustSync(pod)
 		if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"verify cookie:4097 " + now, "programmed cookie:4097"}) {
@@ -457,8 +447,7 @@ func TestAfterRestart(t *testing.T) {
 	t.Run("spec changed, rules vanished: current spec applied, annotations updated", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5", released, edit)
 		_, now := specOf(t, pod)
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.mustSync(pod)
 		if calls := f.applier.takeCalls(); !slices.Equal(calls, []string{"verify cookie:4097 " + now, "programmed cookie:4097", "apply cookie:4097 " + now}) {
 			t.Fatalf("applier calls %q", calls)
@@ -470,8 +459,7 @@ func TestAfterRestart(t *testing.T) {
 	t.Run("spec changed, live rules already the current spec's: annotations follow", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5", released, edit)
 		_, now := specOf(t, pod)
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.applier.live[cookie(4097)] = now
 		f.mustSync(pod)
 		f.expectPatch(pod, readyPatch("cookie:4097", now, "ipv4"))
@@ -486,8 +474,7 @@ func TestAfterRestart(t *testing.T) {
 func TestReprogramsNewNamespace(t *testing.T) {
 	t.Run("new identity, same IP", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5")
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.mustSync(pod)
 		f.watch(pod)
 		f.takePatches()
@@ -515,8 +502,7 @@ func TestReprogramsNewNamespace(t *testing.T) {
 	})
 	t.Run("new IP", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5")
-		f := newFixture(t, pod)
-		f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+		f := newSandboxed(t, pod)
 		f.mustSync(pod)
 		f.watch(pod)
 		f.takePatches()
@@ -535,8 +521,7 @@ func TestReprogramsNewNamespace(t *testing.T) {
 
 func TestDeletedPodIsForgotten(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.mustSync(pod)
 
 	if err := f.informer.GetIndexer().Delete(pod); err != nil {
@@ -560,8 +545,7 @@ func TestDeletedPodIsForgotten(t *testing.T) {
 // and lock are forgotten, the new one is programmed although the cache key is the same.
 func TestRecreatedUnderSameName(t *testing.T) {
 	pod := meshPod("db-0", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.mustSync(pod)
 	f.takePatches()
 
@@ -584,8 +568,7 @@ func TestRecreatedUnderSameName(t *testing.T) {
 
 func TestPodGoneWhilePatchingIsSuccess(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	if err := f.client.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), testNS, "web"); err != nil {
 		t.Fatal(err)
 	}
@@ -596,8 +579,7 @@ func TestPodGoneWhilePatchingIsSuccess(t *testing.T) {
 
 func TestPatchErrorIsRetried(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	f.client.PrependReactor("patch", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("connection refused")
 	})
@@ -621,8 +603,7 @@ func TestWorkPerPod(t *testing.T) {
 		p.Status.InitContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
 		p.Status.InitContainerStatuses[0].ContainerID = ""
 	})
-	f := newFixture(t, pod)
-	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	f := newSandboxed(t, pod)
 	_, hash := specOf(t, pod)
 	step := func(name string, wantQueued bool, mutate func(*corev1.Pod)) {
 		t.Helper()

@@ -339,3 +339,11 @@ func hasLabels(d *dto.Metric, kv []string) bool {
 	}
 	return true
 }
+
+// newSandboxed is newFixture with the pod's sandbox (cookie 4097, IP 10.1.0.5) known to the finder.
+func newSandboxed(t *testing.T, pod *corev1.Pod) *fixture {
+	t.Helper()
+	f := newFixture(t, pod)
+	f.finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	return f
+}
