@@ -3,7 +3,10 @@
 # per machine under $TOOLS_DIR (default ~/.cache/istio-pod-network-controller/tools). A cached binary
 # is reused; the cold kube-apiserver build takes about 8.5 minutes on 2 cores.
 #
-#   test/tools/build.sh [kube-apiserver] [etcd] [helm] [pilot-agent]   (no argument: the first three)
+#   test/tools/build.sh [kube] [etcd] [helm] [pilot-agent]   (no argument: the first three)
+#
+# kube is kube-apiserver, kube-controller-manager, kube-scheduler and kubelet in one binary; each
+# component's name is accepted for it.
 #
 # pilot-agent (Istio's, for the rule engine benchmark's comparison with `pilot-agent istio-iptables`)
 # is built only when asked for.
@@ -31,13 +34,18 @@ build_module() { # name version dir ldflags
 	ln -sf "$name-$version" "$TOOLS_DIR/$name"
 }
 
-kube_apiserver() {
+# kube: kube-apiserver, kube-controller-manager, kube-scheduler and kubelet in one multi-call binary
+# (one link instead of four), with a symlink per component.
+kube() {
 	local v=$K8S_VERSION minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 	local ld=""
 	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ld="$ld -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
 	done
-	build_module kube-apiserver "$v" "$here/kube-apiserver" "$ld"
+	build_module kube "$v" "$here/kube" "$ld"
+	for c in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
+		ln -sf "kube-$v" "$TOOLS_DIR/$c"
+	done
 }
 
 etcd() { build_module etcd "$ETCD_VERSION" "$here/etcd" ""; }
@@ -66,14 +74,14 @@ pilot_agent() {
 	ln -sf "pilot-agent-$ISTIO_VERSION" "$TOOLS_DIR/pilot-agent"
 }
 
-[ $# -gt 0 ] || set -- etcd helm kube-apiserver
+[ $# -gt 0 ] || set -- etcd helm kube
 for t in "$@"; do
 	case $t in
-	kube-apiserver) kube_apiserver ;;
+	kube | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet) kube ;;
 	etcd) etcd ;;
 	helm) helm ;;
 	pilot-agent) pilot_agent ;;
-	*) echo "build.sh: unknown tool \"$t\" (want kube-apiserver, etcd, helm or pilot-agent)" >&2; exit 2 ;;
+	*) echo "build.sh: unknown tool \"$t\" (want kube (or one of its components), etcd, helm or pilot-agent)" >&2; exit 2 ;;
 	esac
 done
 echo "$TOOLS_DIR"
