@@ -29,8 +29,8 @@ const (
 )
 
 // Generate builds the rules Istio's sidecar generator (istio-iptables) installs for cfg, in
-// Istio's order, per family. ModeNone yields an empty rule set. It fails only on a configuration
-// Istio itself refuses.
+// Istio's order, per family. ModeNone yields an empty rule set. It fails on a configuration Istio
+// itself refuses, and with a *LimitError (before generating anything) on one over the limits.
 func Generate(cfg *Config) (*RuleSet, error) {
 	g := &gen{cfg: cfg, rs: &RuleSet{ipv6: cfg.EnableIPv6}}
 	if cfg.InterceptionMode == ModeNone {
@@ -41,6 +41,9 @@ func Generate(cfg *Config) (*RuleSet, error) {
 	}
 	if len(cfg.ProxyUIDs) == 0 || len(cfg.ProxyGIDs) == 0 {
 		return nil, errors.New("proxy UID and GID lists must not be empty")
+	}
+	if err := CheckLimits(cfg); err != nil {
+		return nil, err
 	}
 	g.run()
 	g.rs.routes = Routes{LoopbackV6: cfg.EnableIPv6}
