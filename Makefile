@@ -9,7 +9,7 @@ GOFLAGS_BUILD = -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 IMAGE_REPO ?= ghcr.io/redhat-cop
 FUZZTIME  ?= 5s
 
-.PHONY: all build test unit fuzz injection-test chart-test bench demo tools images lint clean
+.PHONY: all build test unit fuzz injection-test chart-test bench demo demo-deps deps tools images lint clean
 
 all: build
 
@@ -20,7 +20,10 @@ build: ## the controller and the wait binaries, static
 tools: ## kube-apiserver, etcd and helm from the Go module proxy, cached per machine
 	test/tools/build.sh
 
-test: lint unit fuzz injection-test ## everything: unit, root, end-to-end, chart and injection tests
+test: deps lint unit fuzz injection-test ## everything: unit, root, end-to-end, chart and injection tests
+
+deps: ## the Debian packages the tests and the demo need (installed as root; without root: the command to run)
+	@test/tools/deps.sh
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -45,8 +48,11 @@ bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod bur
 	$(GO) test -run '^$$' -bench . -benchtime 30x ./netsetup/ ./initwait/...
 	E2E=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
 
-demo: tools build ## a local control plane, a simulated node, the controller and a few mesh pods
+demo: demo-deps tools build ## a local control plane, a simulated node, the controller and a few mesh pods
 	$(GO) run ./test/demo
+
+demo-deps:
+	@test/tools/deps.sh --root-for "make demo"
 
 images: ## container images (needs a Docker engine with BuildKit; the binaries are built by `make build` inside)
 	docker build --target controller --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/istio-pod-network-controller:$(VERSION) .
