@@ -50,6 +50,7 @@ func TestCaptureConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkCount(t, cfg, rs)
 			got := rs.Payload(rules.IPv4) + rs.Payload(rules.IPv6)
 			var want []string
 			for _, line := range readLines(t, filepath.Join(conformanceDir, "capture", tc.Golden)) {
@@ -101,6 +102,7 @@ func TestCNIPluginConformance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkCount(t, cfg, rs)
 			compareLines(t, readLines(t, filepath.Join(conformanceDir, "cni-plugin", tc.Golden)), rs.Payload(rules.IPv4))
 		})
 	}
@@ -193,6 +195,14 @@ func istioConfig(fields map[string]any) (*rules.Config, error) {
 		cfg.OwnerGroups = rules.GroupFilter{Groups: splitNonEmpty(ownerInclude)}
 	}
 	return cfg, nil
+}
+
+// checkCount: the rule count the limits are checked on is the number of rules generated.
+func checkCount(t *testing.T, cfg *rules.Config, rs *rules.RuleSet) {
+	t.Helper()
+	if v4, v6 := rules.Count(cfg); v4 != len(rs.Rules(rules.IPv4)) || v6 != len(rs.Rules(rules.IPv6)) {
+		t.Fatalf("rules.Count %d/%d, generated %d/%d", v4, v6, len(rs.Rules(rules.IPv4)), len(rs.Rules(rules.IPv6)))
+	}
 }
 
 func onePort(s string, dst *uint16) error {

@@ -31,7 +31,7 @@ func ParsePorts(s string, wildcard bool) (rules.Ports, error) {
 	for i, el := range strings.Split(s, ",") {
 		p, err := parsePort(el)
 		if err != nil {
-			return rules.Ports{}, fmt.Errorf("element %d %q: %v", i+1, el, err)
+			return rules.Ports{}, fmt.Errorf("element %d %s: %v", i+1, quote(el), err)
 		}
 		ports = append(ports, p)
 	}
@@ -73,7 +73,7 @@ func ParseCIDRs(s string, wildcard bool) (rules.Ranges, error) {
 			} else if strings.TrimSpace(el) != el {
 				reason = "spaces are not allowed around CIDRs"
 			}
-			return rules.Ranges{}, fmt.Errorf("element %d %q: %s", i+1, el, reason)
+			return rules.Ranges{}, fmt.Errorf("element %d %s: %s", i+1, quote(el), reason)
 		}
 		out = append(out, p)
 	}
@@ -95,9 +95,9 @@ func ParseInterfaces(s string) ([]string, error) {
 		case name == "":
 			return nil, fmt.Errorf("element %d: empty interface name", i+1)
 		case len(name) > 15:
-			return nil, fmt.Errorf("element %d %q: interface names have at most 15 characters", i+1, name)
+			return nil, fmt.Errorf("element %d %s: interface names have at most 15 characters", i+1, quote(name))
 		case !interfaceName.MatchString(name):
-			return nil, fmt.Errorf("element %d %q: not an interface name (a letter, then letters, digits, '_', '.', '-'; no '/', ':' or spaces)", i+1, name)
+			return nil, fmt.Errorf("element %d %s: not an interface name (a letter, then letters, digits, '_', '.', '-'; no '/', ':' or spaces)", i+1, quote(name))
 		}
 		out = append(out, name)
 	}
@@ -119,7 +119,7 @@ func parseIDs(s string) ([]uint32, error) {
 	for i, el := range strings.Split(s, ",") {
 		n, err := strconv.ParseUint(strings.TrimSpace(el), 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("element %d %q: not a numeric ID", i+1, el)
+			return nil, fmt.Errorf("element %d %s: not a numeric ID", i+1, quote(el))
 		}
 		out = append(out, uint32(n))
 	}

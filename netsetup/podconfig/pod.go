@@ -65,13 +65,19 @@ func Proxy(pod *corev1.Pod) *corev1.Container {
 	return nil
 }
 
-// FromPod returns the capture configuration of pod. Errors are *FieldError (errors.Is ErrInvalid)
-// naming the annotation or field and the offending value; no partial configuration is returned.
+// FromPod returns the capture configuration of pod. Errors are *FieldError naming the annotation or
+// field and the offending value, or *rules.LimitError naming the annotation over its limit (bytes
+// or elements, counted before the value is split) or the lists of a configuration with too many
+// rules (counted before anything is generated); both are errors.Is ErrInvalid. Repeated list
+// elements are dropped. No partial configuration is returned.
 func FromPod(pod *corev1.Pod) (*rules.Config, error) {
 	proxy := Proxy(pod)
 	if proxy == nil {
 		return nil, &FieldError{Field: "spec.containers", Value: ProxyContainer,
 			Reason: "the pod has no istio-proxy container (nor a native istio-proxy sidecar)"}
+	}
+	if err := checkSizes(pod.Annotations); err != nil {
+		return nil, err
 	}
 	p := parser{ann: pod.Annotations}
 	cfg := rules.Default()
@@ -83,16 +89,17 @@ func FromPod(pod *corev1.Pod) (*rules.Config, error) {
 	}
 	cfg.OutboundIPRangesInclude = p.cidrs(AnnotationIncludeOutboundIPRanges, "*", true)
 	cfg.OutboundIPRangesExclude = p.cidrs(AnnotationExcludeOutboundIPRanges, "", false).Prefixes
-	cfg.InboundPortsInclude = p.ports(AnnotationIncludeInboundPorts, "*", true)
-	cfg.InboundPortsExclude = dedup(append(p.ports(AnnotationExcludeInboundPorts, "15020", false).Ports, alwaysExcludedInbound...))
-	cfg.OutboundPortsInclude = p.ports(AnnotationIncludeOutboundPorts, "", false).Ports
-	cfg.OutboundPortsExclude = p.ports(AnnotationExcludeOutboundPorts, "15020", false).Ports
+	cfg.InboundPortsInclude = p.ports(AnnotationIncludeInboundPorts, "*", true, rules.MaxPorts)
+	excluded := p.ports(AnnotationExcludeInboundPorts, "15020", false, rules.MaxPorts-len(alwaysExcludedInbound)).Ports
+	cfg.InboundPortsExclude = dedup(append(excluded, alwaysExcludedInbound...))
+	cfg.OutboundPortsInclude = p.ports(AnnotationIncludeOutboundPorts, "", false, rules.MaxPorts).Ports
+	cfg.OutboundPortsExclude = p.ports(AnnotationExcludeOutboundPorts, "15020", false, rules.MaxPorts).Ports
 	cfg.ExcludeInterfaces = p.interfaces(AnnotationExcludeInterfaces)
+	rerouteKey := AnnotationKubevirtInterfaces
 	if _, ok := p.ann[AnnotationRerouteVirtual]; ok {
-		cfg.RerouteVirtualInterfaces = p.interfaces(AnnotationRerouteVirtual)
-	} else {
-		cfg.RerouteVirtualInterfaces = p.interfaces(AnnotationKubevirtInterfaces)
+		rerouteKey = AnnotationRerouteVirtual
 	}
+	cfg.RerouteVirtualInterfaces = p.interfaces(rerouteKey)
 
 	field := "spec.containers[istio-proxy]"
 	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == ProxyContainer }) {
@@ -110,6 +117,7 @@ func FromPod(pod *corev1.Pod) (*rules.Config, error) {
 	cfg.RedirectDNS, cfg.CaptureAllDNS = dns, dns
 	cfg.DropInvalid = p.envBool(field, env, EnvInvalidDrop)
 	cfg.EnableIPv6 = EnableIPv6(PodIPs(pod), p.envBool(field, env, EnvDualStack))
+	p.checkTotal(cfg, field, rerouteKey)
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -163,25 +171,36 @@ func (p *parser) value(key, def string) string {
 	return def
 }
 
-func (p *parser) ports(key, def string, wildcard bool) rules.Ports {
+func (p *parser) ports(key, def string, wildcard bool, limit int) rules.Ports {
 	v := p.value(key, def)
+	if !p.withinLimit(key, v, limit) {
+		return rules.Ports{}
+	}
 	ports, err := ParsePorts(v, wildcard)
 	p.check(key, v, err)
+	ports.Ports = dedup(ports.Ports)
 	return ports
 }
 
 func (p *parser) cidrs(key, def string, wildcard bool) rules.Ranges {
 	v := p.value(key, def)
+	if !p.withinLimit(key, v, rules.MaxCIDRs) {
+		return rules.Ranges{}
+	}
 	r, err := ParseCIDRs(v, wildcard)
 	p.check(key, v, err)
+	r.Prefixes = dedup(r.Prefixes)
 	return r
 }
 
 func (p *parser) interfaces(key string) []string {
 	v := p.value(key, "")
+	if !p.withinLimit(key, v, rules.MaxInterfaces) {
+		return nil
+	}
 	names, err := ParseInterfaces(v)
 	p.check(key, v, err)
-	return names
+	return dedup(names)
 }
 
 // id maps istio-proxy's runAsUser/runAsGroup: unset or 0 means 1337.
@@ -206,14 +225,4 @@ func (p *parser) envBool(field string, env map[string]string, name string) bool 
 		p.check(field+".env["+name+"]", v, fmt.Errorf("want true or false"))
 	}
 	return b
-}
-
-func dedup(ports []uint16) []uint16 {
-	var out []uint16
-	for _, p := range ports {
-		if !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
 }
