@@ -152,12 +152,14 @@ func TestAddrReaderNsid(t *testing.T) {
 
 // Discovery reads every namespace live on every miss; nothing about a namespace's addresses is
 // remembered from one Find to the next. These cases are those an index of remembered addresses
-// would get wrong, each run with the reader and with reads inside the namespaces.
+// would get wrong, each run with the reader and with reads inside the namespaces. The namespaces
+// are proven by CNI records (the pods have no process).
 func TestFindSeesAddressChanges(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, mode := range []string{"reader", "inside"} {
-		finder := func(t *testing.T, dir string, cache bool) *Finder {
-			f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}, Cache: cache})
+		finder := func(t *testing.T, dir, records string, cache bool) *Finder {
+			f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed, StrategyCNICache}, NetnsDirs: []string{dir},
+				CNIResultsDir: records, Cache: cache})
 			if mode == "inside" {
 				err := errors.New("test: read inside")
 				f.noReader.Store(&err)
@@ -171,40 +173,46 @@ func TestFindSeesAddressChanges(t *testing.T) {
 		}
 		t.Run(mode, func(t *testing.T) {
 			t.Run("namespace gains the IP after a first look", func(t *testing.T) {
-				dir := t.TempDir()
+				dir, records := t.TempDir(), t.TempDir()
 				a := pinnedNamespace(t, dir, "a")
 				b := pinnedNamespace(t, dir, "b")
+				uidA, uidB := newUID(), newUID()
+				recordFor(t, records, uidA, a)
+				recordFor(t, records, uidB, b)
 				q := newIPv4()
 				ipIn(t, b, "addr", "add", prefix(q), "dev", "lo")
-				f := finder(t, dir, false)
+				f := finder(t, dir, records, false)
 				p := newIPv4()
-				uid := newUID()
-				findErr(t, f, uid, []netip.Addr{p}, ErrNotFound) // a has no address yet, b only q
+				findErr(t, f, uidA, []netip.Addr{p}, ErrNotFound) // a has no address yet, b only q
+				findErr(t, f, uidB, []netip.Addr{p}, ErrNotFound)
 
 				ipIn(t, a, "addr", "add", prefix(p), "dev", "lo")
-				mustFind(t, f, uid, []netip.Addr{p}, pathKey(t, a))
+				mustFind(t, f, uidA, []netip.Addr{p}, pathKey(t, a))
 
 				// b, seen twice holding only q, gains p too: a second holder, not hidden.
 				ipIn(t, b, "addr", "add", prefix(p), "dev", "lo")
-				err := findErr(t, f, newUID(), []netip.Addr{p}, ErrAmbiguous)
+				mustFind(t, f, uidB, []netip.Addr{p}, pathKey(t, b))
+				mustFind(t, f, uidA, []netip.Addr{p}, pathKey(t, a))
+				err := findErr(t, f, newUID(), []netip.Addr{p}, ErrNotProven)
 				if !strings.Contains(err.Error(), dir+"/a") || !strings.Contains(err.Error(), dir+"/b") {
-					t.Errorf("ambiguity does not name both namespaces: %v", err)
+					t.Errorf("the error does not name both namespaces: %v", err)
 				}
 			})
 			t.Run("name deleted and re-created", func(t *testing.T) {
-				dir := t.TempDir()
+				dir, records := t.TempDir(), t.TempDir()
 				p := newIPv4()
 				uid := newUID()
 				path := filepath.Join(dir, "cni-x")
+				recordFor(t, records, uid, path)
 				old := newProc(t, false) // keeps the old namespace alive, holding p, after its name is gone
 				pinAt(t, old.Path, path)
 				ipIn(t, path, "addr", "add", prefix(p), "dev", "lo")
-				f := finder(t, dir, true)
+				f := finder(t, dir, records, true)
 				oldKey := pathKey(t, path)
 				mustFind(t, f, uid, []netip.Addr{p}, oldKey)
 
 				unpin(t, path)
-				findErr(t, f, newUID(), []netip.Addr{p}, ErrNotFound) // only the name is looked at
+				findErr(t, f, uid, []netip.Addr{p}, ErrNotFound) // only the name is looked at
 				cur := newProc(t, false)
 				pinAt(t, cur.Path, path)
 				ipIn(t, path, "addr", "add", prefix(p), "dev", "lo")
@@ -213,26 +221,34 @@ func TestFindSeesAddressChanges(t *testing.T) {
 					t.Fatal("the new namespace has the old one's inode although that one is alive")
 				}
 				mustFind(t, f, uid, []netip.Addr{p}, curKey) // the cached old namespace is not served
-				mustFind(t, f, newUID(), []netip.Addr{p}, curKey)
+				findErr(t, f, newUID(), []netip.Addr{p}, ErrNotProven)
 			})
 			t.Run("IP moves to another namespace", func(t *testing.T) {
-				dir := t.TempDir()
+				dir, records := t.TempDir(), t.TempDir()
 				a := pinnedNamespace(t, dir, "a")
 				b := pinnedNamespace(t, dir, "b")
+				uid, uidB := newUID(), newUID()
+				recordFor(t, records, uid, a)
+				recordFor(t, records, uidB, b)
 				p, q := newIPv4(), newIPv4()
 				ipIn(t, a, "addr", "add", prefix(p), "dev", "lo")
 				ipIn(t, b, "addr", "add", prefix(q), "dev", "lo")
-				f := finder(t, dir, true)
-				uid := newUID()
+				f := finder(t, dir, records, true)
 				mustFind(t, f, uid, []netip.Addr{p}, pathKey(t, a))
 
 				ipIn(t, a, "addr", "del", prefix(p), "dev", "lo")
 				ipIn(t, b, "addr", "add", prefix(p), "dev", "lo")
-				mustFind(t, f, newUID(), []netip.Addr{p}, pathKey(t, b))
-				mustFind(t, f, uid, []netip.Addr{p}, pathKey(t, b)) // the cached a no longer holds it
-				// And back into a as well: both hold it.
+				mustFind(t, f, uidB, []netip.Addr{p}, pathKey(t, b))
+				findErr(t, f, uid, []netip.Addr{p}, ErrNotProven) // the cached a no longer holds it; b is not uid's
+				// And back into a as well: both hold it, each proven for its own pod.
 				ipIn(t, a, "addr", "add", prefix(p), "dev", "lo")
-				findErr(t, f, newUID(), []netip.Addr{p}, ErrAmbiguous)
+				mustFind(t, f, uid, []netip.Addr{p}, pathKey(t, a))
+				mustFind(t, f, uidB, []netip.Addr{p}, pathKey(t, b))
+				// A second record of uid naming b (a sandbox being re-created): both proven, not guessed.
+				recordFor(t, records, uid, b)
+				f.Forget(uid)
+				f.Forget(uidB) // else b's cached proof says it is uidB's, which decides
+				findErr(t, f, uid, []netip.Addr{p}, ErrAmbiguous)
 			})
 		})
 	}
@@ -291,7 +307,11 @@ func TestFindInsideFallback(t *testing.T) {
 	dir := t.TempDir()
 	s.pinNamed(t, dir)
 	for _, st := range []Strategy{StrategyNamed, StrategyProcUID, StrategyProcIP} {
-		f := newFinder(t, Options{Strategies: []Strategy{st}, NetnsDirs: []string{dir}, Cache: true})
+		sts := []Strategy{st}
+		if !st.Evidence() {
+			sts = append(sts, StrategyProcUID) // the proof
+		}
+		f := newFinder(t, Options{Strategies: sts, NetnsDirs: []string{dir}, Cache: true})
 		err := errors.New("test: read inside")
 		f.noReader.Store(&err)
 		mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
@@ -301,7 +321,7 @@ func TestFindInsideFallback(t *testing.T) {
 		}
 	}
 	// The reader is used when available, and kept for the next Find.
-	f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}})
+	f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed, StrategyProcUID}, NetnsDirs: []string{dir}})
 	mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
 	if f.noReader.Load() != nil || len(f.readers) != 1 {
 		t.Fatalf("reader disabled (%v) or not kept (%d idle)", f.noReader.Load(), len(f.readers))

@@ -1,6 +1,9 @@
 package netns
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // cgroupHasPod reports whether content, the text of a /proc/<pid>/cgroup file, places the process in
 // a cgroup of the pod whose UID is uid, in any hierarchy (cgroup v1 lines "3:pids:/path", the v2
@@ -66,4 +69,24 @@ func segmentPodUID(seg string) (string, bool) {
 // normalizeUID maps the systemd spelling (underscores) and upper case to the API spelling.
 func normalizeUID(uid string) string {
 	return strings.ToLower(strings.ReplaceAll(uid, "_", "-"))
+}
+
+// cgroupPodUIDs returns the pod UIDs (normalized, each once) that content, the text of a
+// /proc/<pid>/cgroup file, places the process in, in any hierarchy: none for a host process.
+func cgroupPodUIDs(content string) []string {
+	var out []string
+	for line := range strings.Lines(content) {
+		path, ok := cgroupLinePath(strings.TrimRight(line, "\n"))
+		if !ok {
+			continue
+		}
+		for seg := range strings.SplitSeq(strings.TrimSuffix(path, " (deleted)"), "/") {
+			if uid, ok := segmentPodUID(seg); ok {
+				if uid = normalizeUID(uid); validUID(uid) == nil && !slices.Contains(out, uid) {
+					out = append(out, uid)
+				}
+			}
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package netns
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -122,7 +123,8 @@ func TestOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.ProcDir != "/proc" || len(o.NetnsDirs) != 2 || len(o.Strategies) != 3 || o.Strategies[0] != StrategyNamed {
+	if o.ProcDir != "/proc" || len(o.NetnsDirs) != 2 || o.CNIResultsDir != "/var/lib/cni/results" ||
+		!slices.Equal(o.Strategies, []Strategy{StrategyNamed, StrategyCNICache, StrategyProcUID, StrategyProcIP}) {
 		t.Errorf("defaults = %+v", o)
 	}
 	bad := []struct {
@@ -132,6 +134,8 @@ func TestOptions(t *testing.T) {
 		{Options{Strategies: []Strategy{}}, "discovery strategies: empty list"},
 		{Options{Strategies: []Strategy{"nope"}}, `unknown strategy "nope"`},
 		{Options{Strategies: []Strategy{StrategyNamed, StrategyNamed}}, `"named" listed twice`},
+		{Options{Strategies: []Strategy{StrategyNamed, StrategyProcIP}}, "discovery strategies [named proc-ip]: none proves whose a namespace is (an IP is only a hint): add cni-cache or proc-uid"},
+		{Options{CNIResultsDir: "var/lib/cni/results"}, `CNI results directory "var/lib/cni/results": want an absolute path`},
 		{Options{ProcDir: "host/proc"}, `proc directory "host/proc": want an absolute path`},
 		{Options{NetnsDirs: []string{"run/netns"}}, `netns directory "run/netns": want an absolute path`},
 	}
@@ -140,8 +144,11 @@ func TestOptions(t *testing.T) {
 			t.Errorf("withDefaults(%+v) error = %v, want %q", b.opts, err, b.want)
 		}
 	}
-	got, err := ParseStrategies("proc-uid, named")
-	if err != nil || len(got) != 2 || got[0] != StrategyProcUID || got[1] != StrategyNamed {
+	if err := (Options{Strategies: []Strategy{StrategyCNICache}}).Validate(); err != nil {
+		t.Errorf("Validate(cni-cache alone): %v", err)
+	}
+	got, err := ParseStrategies("proc-uid, named,cni-cache")
+	if err != nil || !slices.Equal(got, []Strategy{StrategyProcUID, StrategyNamed, StrategyCNICache}) {
 		t.Errorf("ParseStrategies = %v, %v", got, err)
 	}
 	if _, err := ParseStrategies("named,,proc-ip"); err == nil || !strings.Contains(err.Error(), `discovery strategies "named,,proc-ip": unknown strategy ""`) {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,6 +22,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -288,4 +290,82 @@ func mkdirs(dir string) (created []string, err error) {
 		created = append(created, dir)
 	}
 	return created, nil
+}
+
+// cniRecord returns a CNI result cache record as libcni writes it for containerd and CRI-O
+// (kind cniCacheV1, the runtime's CNI arguments, the result), for sandbox sandboxID of pod uid
+// whose namespace is at netnsPath. Tests edit the map to break it.
+func cniRecordFixture(uid, sandboxID, netnsPath string, ips ...netip.Addr) map[string]any {
+	var res []map[string]any
+	for _, ip := range ips {
+		res = append(res, map[string]any{"address": prefix(ip), "interface": 2})
+	}
+	return map[string]any{
+		"kind":        "cniCacheV1",
+		"containerId": sandboxID,
+		"config":      "eyJjbmlWZXJzaW9uIjoiMS4wLjAiLCJuYW1lIjoiYnJpZGdlIn0=",
+		"ifName":      "eth0",
+		"networkName": "bridge",
+		"netns":       netnsPath,
+		"cniArgs": [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "app"}, {"K8S_POD_NAME", "web"},
+			{"K8S_POD_INFRA_CONTAINER_ID", sandboxID}, {"K8S_POD_UID", uid}},
+		"capabilityArgs": map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{"a": "b"}},
+		"result":         map[string]any{"cniVersion": "1.0.0", "ips": res},
+	}
+}
+
+// writeRecord writes rec into dir as <network>-<sandbox id>-<ifname>, root 0600 like libcni, and
+// returns its path.
+func writeRecord(t testing.TB, dir string, rec map[string]any) string {
+	t.Helper()
+	data, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("%v-%v-%v", rec["networkName"], rec["containerId"], rec["ifName"])
+	return writeRecordFile(t, dir, name, data)
+}
+
+func writeRecordFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// recordFor writes a valid record of pod uid naming the namespace at netnsPath.
+func recordFor(t testing.TB, dir, uid, netnsPath string) string {
+	t.Helper()
+	return writeRecord(t, dir, cniRecordFixture(uid, randHex(64), netnsPath))
+}
+
+// enter starts a long-lived process inside the sandbox's namespace (a process that setns'ed, as
+// nsenter does), moved into cgroupDir if given (a privileged pod's process, or a container of the
+// pod itself), else left in the test's own cgroup (a host process).
+func (s *sandbox) enter(t testing.TB, cgroupDir string) int {
+	t.Helper()
+	cmd := exec.Command("nsenter", "--net="+s.Path, "sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("nsenter into %s: %v", s.Path, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	if cgroupDir != "" {
+		mkCgroup(t, cgroupDir)
+		if err := os.WriteFile(filepath.Join(cgroupDir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			t.Fatalf("move pid %d into cgroup %s: %v", pid, cgroupDir, err)
+		}
+	}
+	// nsenter execs sleep in the namespace: wait until the process runs there.
+	want := s.key(t)
+	for range 200 {
+		if k, err := statKey(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && k == want {
+			return pid
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pid %d did not enter %s", pid, s.Path)
+	return 0
 }

@@ -27,6 +27,7 @@ type Handle struct {
 	ref    *nsRef
 	path   string
 	source Strategy
+	proof  *Proof // set by Finder.Find; shared by clones, never changed after
 	closed atomic.Bool
 }
 
@@ -74,7 +75,7 @@ func Open(path string) (*Handle, error) {
 // clone returns another Handle on the same fd; each must be closed.
 func (h *Handle) clone() *Handle {
 	h.ref.refs.Add(1)
-	return &Handle{ref: h.ref, path: h.path, source: h.source}
+	return &Handle{ref: h.ref, path: h.path, source: h.source, proof: h.proof}
 }
 
 // Path is where the namespace was opened (informative: the path may since point elsewhere).
@@ -95,6 +96,17 @@ func (h *Handle) Fd() uintptr { return h.ref.ns.Fd() }
 
 // Source is the strategy that found the namespace ("" for Open).
 func (h *Handle) Source() Strategy { return h.source }
+
+// Proof says how Finder.Find proved the namespace to be the pod's (the zero Proof for Open).
+func (h *Handle) Proof() Proof {
+	if h.proof == nil {
+		return Proof{}
+	}
+	p := *h.proof
+	p.Evidence = append([]Strategy(nil), p.Evidence...)
+	p.PIDs = append([]int(nil), p.PIDs...)
+	return p
+}
 
 // Do runs fn inside the namespace, on an OS thread locked for the duration and unlocked only after
 // switching back succeeded. Goroutines fn starts do not run in the namespace.
@@ -172,6 +184,16 @@ func (h *Handle) Addrs() ([]netip.Addr, error) {
 		return nil, fmt.Errorf("list addresses in network namespace %s (inode %d): %w", h.path, h.ref.key.Ino, err)
 	}
 	return out, nil
+}
+
+// PodAddrs lists the namespace's own pod addresses, read live: those of Addrs that are neither
+// loopback, link-local nor multicast (what the CNI assigned the pod).
+func (h *Handle) PodAddrs() ([]netip.Addr, error) {
+	all, err := h.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	return podAddrs(all), nil
 }
 
 // Close releases the handle; the fd is closed when the last handle sharing it is. Closing twice is

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -180,6 +181,9 @@ func TestHostID(t *testing.T) {
 	}
 }
 
+// TestFindNamed finds named namespaces in the default directories, proven by a CNI record naming
+// the host path /var/run/netns/<name> (as containerd and CRI-O write it) or by a process of the pod
+// in it; the same namespace for a UID nothing names is not proven.
 func TestFindNamed(t *testing.T) {
 	testutil.RequireRoot(t)
 	s := newNamed(t)
@@ -187,16 +191,43 @@ func TestFindNamed(t *testing.T) {
 	s.addVeth(t, ip)
 	decoy := newNamed(t) // another namespace, without the IP
 	decoy.addVeth(t, newIPv4())
+	records := t.TempDir()
+	uid := newUID()
+	rec := recordFor(t, records, uid, "/var/run/netns/"+s.Name)
 
-	f := newFinder(t, only(StrategyNamed)) // default dirs: /var/run/netns and /run/netns
-	h := mustFind(t, f, newUID(), []netip.Addr{ip}, s.key(t))
+	// Default dirs: /var/run/netns and /run/netns.
+	f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed, StrategyCNICache, StrategyProcUID}, CNIResultsDir: records})
+	h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
 	if h.Source() != StrategyNamed || !strings.HasSuffix(h.Path(), "/"+s.Name) {
 		t.Errorf("found %s by %q, want %s by named", h.Path(), h.Source(), s.Name)
+	}
+	if p := h.Proof(); !slices.Equal(p.Evidence, []Strategy{StrategyCNICache}) || p.Record != rec || len(p.SandboxID) != 64 {
+		t.Errorf("Proof = %+v, want the record %s", p, rec)
 	}
 	id, err := h.ID()
 	if err != nil || id.Kind != contract.KindCookie || id == f.HostID() {
 		t.Errorf("ID = %v, %v", id, err)
 	}
+
+	// A UID no record and no process names: the IP alone proves nothing.
+	err = findErr(t, f, newUID(), []netip.Addr{ip}, ErrNotProven)
+	var ne *NotProvenError
+	if !errors.As(err, &ne) || len(ne.Candidates) != 1 || !strings.HasSuffix(ne.Candidates[0].Path, "/"+s.Name) ||
+		!strings.Contains(err.Error(), "cni-cache: no record of the pod") || !strings.Contains(err.Error(), "proc-uid: no process runs in it") {
+		t.Errorf("want a *NotProvenError naming %s and why: %v", s.Name, err)
+	}
+
+	// A named namespace held by a process of the pod (containerd's pause): proven by /proc.
+	uid2 := newUID()
+	p := newProc(t, false, podCgroup(t, uid2))
+	ip2 := newIPv4()
+	p.addVeth(t, ip2)
+	p.pinNamed(t, "/run/netns")
+	h2 := mustFind(t, f, uid2, []netip.Addr{ip2}, p.key(t))
+	if pr := h2.Proof(); !slices.Equal(pr.Evidence, []Strategy{StrategyProcUID}) || !slices.Equal(pr.PIDs, []int{p.PID}) {
+		t.Errorf("Proof = %+v, want proc-uid by pid %d", pr, p.PID)
+	}
+	findErr(t, f, newUID(), []netip.Addr{ip2}, ErrNotProven)
 }
 
 func TestFindByCgroupUID(t *testing.T) {
@@ -225,19 +256,22 @@ func TestFindByCgroupUID(t *testing.T) {
 
 func TestFindByIP(t *testing.T) {
 	testutil.RequireRoot(t)
-	s := newProc(t, false)
+	uid := newUID()
+	s := newProc(t, false, podCgroup(t, uid))
 	v4, v6 := newIPv4(), newIPv6()
 	s.addVeth(t, v4, v6)
 	decoy := newProc(t, false)
 	decoy.addVeth(t, newIPv4())
 
-	f := newFinder(t, only(StrategyProcIP))
-	h := mustFind(t, f, newUID(), []netip.Addr{v4}, s.key(t))
-	if h.Source() != StrategyProcIP {
-		t.Errorf("Source = %q", h.Source())
+	f := newFinder(t, only(StrategyProcIP, StrategyProcUID)) // proc-uid proves what proc-ip finds
+	h := mustFind(t, f, uid, []netip.Addr{v4}, s.key(t))
+	if h.Source() != StrategyProcIP || !slices.Equal(h.Proof().Evidence, []Strategy{StrategyProcUID}) {
+		t.Errorf("Source = %q, Proof = %v", h.Source(), h.Proof())
 	}
 	// Dual-stack pod: one of its IPs is enough.
-	mustFind(t, f, newUID(), []netip.Addr{newIPv4(), v6}, s.key(t))
+	mustFind(t, f, uid, []netip.Addr{newIPv4(), v6}, s.key(t))
+	// Another UID: found by IP, not proven.
+	findErr(t, f, newUID(), []netip.Addr{v4}, ErrNotProven)
 }
 
 func TestFindDefaultOrder(t *testing.T) {
@@ -249,7 +283,7 @@ func TestFindDefaultOrder(t *testing.T) {
 	dir := t.TempDir()
 
 	// Not named: proc-uid finds it.
-	f := newFinder(t, Options{NetnsDirs: []string{dir}})
+	f := newFinder(t, Options{NetnsDirs: []string{dir}, CNIResultsDir: t.TempDir()})
 	if h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)); h.Source() != StrategyProcUID {
 		t.Errorf("Source = %q, want proc-uid", h.Source())
 	}
@@ -258,10 +292,11 @@ func TestFindDefaultOrder(t *testing.T) {
 	if h := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)); h.Source() != StrategyNamed {
 		t.Errorf("Source = %q, want named", h.Source())
 	}
-	// A UID nobody runs: proc-ip finds it.
+	// A UID nobody runs: proc-ip finds it, nothing proves it.
 	f2 := newFinder(t, only(StrategyProcUID, StrategyProcIP))
-	if h := mustFind(t, f2, newUID(), []netip.Addr{ip}, s.key(t)); h.Source() != StrategyProcIP {
-		t.Errorf("Source = %q, want proc-ip", h.Source())
+	err := findErr(t, f2, newUID(), []netip.Addr{ip}, ErrNotProven)
+	if !strings.Contains(err.Error(), s.Path) || !strings.Contains(err.Error(), "in cgroups of other pods ["+uid+"] only") {
+		t.Errorf("the error does not say whose processes run in %s: %v", s.Path, err)
 	}
 }
 
@@ -294,7 +329,7 @@ func TestHostNamespaceNeverReturned(t *testing.T) {
 		host.addVeth(t, ip)
 		dir := t.TempDir()
 		host.pinNamed(t, dir)
-		f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed}, NetnsDirs: []string{dir}})
+		f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed, StrategyCNICache}, NetnsDirs: []string{dir}, CNIResultsDir: t.TempDir()})
 		err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrHostNamespace)
 		if !strings.Contains(err.Error(), "1 naming the host's, skipped") {
 			t.Errorf("error does not say the named entry is the host's: %v", err)
@@ -311,10 +346,10 @@ func TestNamespaceWithoutPodIPRejected(t *testing.T) {
 	dir := t.TempDir()
 	s.pinNamed(t, dir)
 
-	f := newFinder(t, Options{NetnsDirs: []string{dir}})
+	f := newFinder(t, Options{NetnsDirs: []string{dir}, CNIResultsDir: t.TempDir()})
 	want := newIPv4()
 	err := findErr(t, f, uid, []netip.Addr{want}, ErrNotFound)
-	for _, sub := range []string{"named: 1 namespaces in " + dir, "proc-uid:", "proc-ip:", "holds [" + held.String() + "]", want.String()} {
+	for _, sub := range []string{"named: 1 namespaces in " + dir, "cni-cache: 0 files in", "proc-uid:", "proc-ip:", "holds [" + held.String() + "]", want.String()} {
 		if !strings.Contains(err.Error(), sub) {
 			t.Errorf("error lacks %q: %v", sub, err)
 		}
@@ -329,18 +364,18 @@ func TestTwoCandidatesNotGuessed(t *testing.T) {
 	uid := newUID()
 	ip := newIPv4()
 
-	t.Run("named, no processes", func(t *testing.T) {
+	t.Run("named, no processes, no records", func(t *testing.T) {
 		a, b := newNamed(t), newNamed(t)
 		a.addVeth(t, ip)
 		b.addVeth(t, ip)
-		f := newFinder(t, only(StrategyNamed))
-		err := findErr(t, f, uid, []netip.Addr{ip}, ErrAmbiguous)
-		var ae *AmbiguousError
-		if !errors.As(err, &ae) || len(ae.Candidates) != 2 {
-			t.Fatalf("error %v: want an *AmbiguousError with 2 candidates", err)
+		f := newFinder(t, Options{Strategies: []Strategy{StrategyNamed, StrategyCNICache}, CNIResultsDir: t.TempDir()})
+		err := findErr(t, f, uid, []netip.Addr{ip}, ErrNotProven)
+		var ne *NotProvenError
+		if !errors.As(err, &ne) || len(ne.Candidates) != 2 {
+			t.Fatalf("error %v: want a *NotProvenError with 2 candidates", err)
 		}
-		paths := ae.Candidates[0].Path + " " + ae.Candidates[1].Path
-		if !strings.Contains(paths, a.Name) || !strings.Contains(paths, b.Name) || !strings.Contains(err.Error(), "none runs a process") {
+		paths := ne.Candidates[0].Path + " " + ne.Candidates[1].Path
+		if !strings.Contains(paths, a.Name) || !strings.Contains(paths, b.Name) || !strings.Contains(err.Error(), "no record of the pod") {
 			t.Errorf("candidates %s, error %v", paths, err)
 		}
 	})
@@ -354,11 +389,11 @@ func TestTwoCandidatesNotGuessed(t *testing.T) {
 	own.addVeth(t, ip)
 	own.pinNamed(t, dir)
 	for _, s := range []Strategy{StrategyNamed, StrategyProcIP} {
-		t.Run(string(s)+", resolved by pod UID", func(t *testing.T) {
-			f := newFinder(t, Options{Strategies: []Strategy{s}, NetnsDirs: []string{dir}})
+		t.Run(string(s)+", resolved by the proof", func(t *testing.T) {
+			f := newFinder(t, Options{Strategies: []Strategy{s, StrategyProcUID}, NetnsDirs: []string{dir}})
 			mustFind(t, f, uid, []netip.Addr{ip}, own.key(t))
-			// Without a process of the pod, nothing decides.
-			err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrAmbiguous)
+			// Without a process of the pod, nothing proves either.
+			err := findErr(t, f, newUID(), []netip.Addr{ip}, ErrNotProven)
 			want := []string{leaked.Path, own.Path}
 			if s == StrategyNamed {
 				want = []string{dir + "/cni-", "pids [" + strconv.Itoa(leaked.PID) + "]"}
@@ -378,77 +413,9 @@ func TestTwoCandidatesNotGuessed(t *testing.T) {
 		err := findErr(t, f, uid, []netip.Addr{ip}, ErrAmbiguous)
 		var ae *AmbiguousError
 		if !errors.As(err, &ae) || len(ae.Candidates) != 2 || !ae.Candidates[0].UIDMatch || !ae.Candidates[1].UIDMatch {
-			t.Fatalf("error %v: want 2 candidates matching the UID", err)
+			t.Fatalf("error %v: want 2 candidates proven", err)
 		}
 	})
-}
-
-func TestCache(t *testing.T) {
-	testutil.RequireRoot(t)
-	uid := newUID()
-	s := newProc(t, false, podCgroup(t, uid))
-	ip, ip2 := newIPv4(), newIPv4()
-	s.addVeth(t, ip, ip2)
-
-	fds := OpenFDs()
-	f := newFinder(t, Options{Strategies: []Strategy{StrategyProcUID}, Cache: true})
-	fds++ // the Finder's own namespace
-	stats := func(wantHits, wantMisses int64) {
-		t.Helper()
-		if f.hits.Load() != wantHits || f.misses.Load() != wantMisses {
-			t.Errorf("cache hits %d, misses %d; want %d, %d", f.hits.Load(), f.misses.Load(), wantHits, wantMisses)
-		}
-	}
-
-	h1 := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
-	h2 := mustFind(t, f, uid, []netip.Addr{ip}, s.key(t))
-	stats(1, 1)
-	if h1 == h2 || f.Cached() != 1 || OpenFDs() != fds+1 {
-		t.Errorf("cached %d, open fds %d (want 1, %d): one fd shared by the cache and both handles", f.Cached(), OpenFDs(), fds+1)
-	}
-	h1.Close()
-	if err := h2.Do(func() error { return nil }); err != nil {
-		t.Errorf("closing one handle broke another: %v", err)
-	}
-	h2.Close()
-	if OpenFDs() != fds+1 {
-		t.Errorf("open fds %d with the handles closed, want the cache's: %d", OpenFDs(), fds+1)
-	}
-
-	// Another set of IPs: dropped and found again.
-	mustFind(t, f, uid, []netip.Addr{ip, ip2}, s.key(t)).Close()
-	stats(1, 2)
-	mustFind(t, f, uid, []netip.Addr{ip2, ip}, s.key(t)).Close()
-	stats(2, 2)
-
-	// The namespace no longer holds the IP: dropped, not found.
-	s.delAddr(t, ip)
-	s.delAddr(t, ip2)
-	findErr(t, f, uid, []netip.Addr{ip, ip2}, ErrNotFound)
-	stats(2, 3)
-	if f.Cached() != 0 {
-		t.Errorf("cached %d after the IP left, want 0", f.Cached())
-	}
-
-	// The sandbox is re-created (same IP, new namespace): the old one is not served from the cache.
-	s.addVeth(t, ip)
-	mustFind(t, f, uid, []netip.Addr{ip}, s.key(t)).Close()
-	s2 := newProc(t, false, podCgroup(t, uid))
-	s2.addVeth(t, ip)
-	s.stop() // the old namespace lives on through the cache's fd, still holding the IP
-	h := mustFind(t, f, uid, []netip.Addr{ip}, s2.key(t))
-	stats(2, 5)
-
-	// Forget closes the cached fd.
-	h.Close()
-	if f.Cached() != 1 || OpenFDs() != fds+1 {
-		t.Errorf("cached %d, open fds %d; want 1, %d", f.Cached(), OpenFDs(), fds+1)
-	}
-	f.Forget(uid)
-	f.Forget(uid)
-	if f.Cached() != 0 || OpenFDs() != fds {
-		t.Errorf("after Forget: cached %d, open fds %d; want 0, %d", f.Cached(), OpenFDs(), fds)
-	}
 }
 
 func TestFindBadArguments(t *testing.T) {
@@ -467,54 +434,6 @@ func TestFindBadArguments(t *testing.T) {
 	cancel()
 	if _, err := f.Find(ctx, newUID(), []netip.Addr{newIPv4()}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: %v", err)
-	}
-}
-
-// TestCacheConcurrent runs Find and Forget for one pod from several goroutines (run with -race):
-// every handle stays usable until closed, and no fd is left behind.
-func TestCacheConcurrent(t *testing.T) {
-	testutil.RequireRoot(t)
-	uid := newUID()
-	s := newProc(t, false, podCgroup(t, uid))
-	ip := newIPv4()
-	s.addVeth(t, ip)
-	dir := t.TempDir()
-	s.pinNamed(t, dir)
-
-	fds := OpenFDs()
-	f, err := New(Options{NetnsDirs: []string{dir}, Cache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 8)
-	for g := range 8 {
-		go func() {
-			var err error
-			for i := range 20 {
-				var h *Handle
-				if h, err = f.Find(context.Background(), uid, []netip.Addr{ip}); err != nil {
-					break
-				}
-				if g%2 == 0 && i%5 == 0 {
-					f.Forget(uid)
-				}
-				err = h.Do(func() error { return nil })
-				h.Close()
-				if err != nil {
-					break
-				}
-			}
-			errs <- err
-		}()
-	}
-	for range 8 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
-	f.Close()
-	if OpenFDs() != fds {
-		t.Errorf("open fds %d after closing everything, want %d", OpenFDs(), fds)
 	}
 }
 

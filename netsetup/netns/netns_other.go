@@ -36,6 +36,12 @@ func (h *Handle) Fd() uintptr { return ^uintptr(0) }
 // Source returns "".
 func (h *Handle) Source() Strategy { return "" }
 
+// Proof returns the zero Proof.
+func (h *Handle) Proof() Proof { return Proof{} }
+
+// PodAddrs fails with ErrUnsupported.
+func (h *Handle) PodAddrs() ([]netip.Addr, error) { return nil, ErrUnsupported }
+
 // Do fails with ErrUnsupported.
 func (h *Handle) Do(fn func() error) error { return ErrUnsupported }
 
@@ -75,6 +81,9 @@ func (f *Finder) Forget(podUID string) {}
 
 // Cached returns 0.
 func (f *Finder) Cached() int { return 0 }
+
+// Proofs returns 0.
+func (f *Finder) Proofs() int { return 0 }
 
 // Close does nothing.
 func (f *Finder) Close() error { return nil }

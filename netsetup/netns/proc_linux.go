@@ -1,0 +1,169 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// procIndex is one walk of ProcDir: for each network namespace some process runs in, which
+// processes, and which pods' cgroups they run in. A Find walks at most once (search.procIndex),
+// for the proc strategies and the proof alike.
+type procIndex struct {
+	st    procStats
+	order []Key // namespaces in the order first seen
+	ns    map[Key]*nsProcs
+}
+
+// nsProcs is what the walk saw in one namespace.
+type nsProcs struct {
+	pids    []int            // processes in it (the first few)
+	pods    map[string][]int // normalized pod UID → its processes in it (the first few)
+	host    int              // processes in it that run in no pod's cgroup
+	unknown int              // processes in it whose cgroup could not be read
+}
+
+// procIndex walks ProcDir once per Find: /proc/<pid>/ns/net (which needs ptrace rights over the
+// process) and /proc/<pid>/cgroup of every process.
+func (s *search) procIndex() *procIndex {
+	if s.procs != nil {
+		return s.procs
+	}
+	f := s.f
+	f.procScans.Add(1)
+	idx := &procIndex{st: procStats{dir: f.opts.ProcDir}, ns: map[Key]*nsProcs{}}
+	s.procs = idx
+	names, err := readDirNames(f.opts.ProcDir)
+	if err != nil {
+		idx.st.failures = failures{n: 1, first: err}
+		return idx
+	}
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := s.ctx.Err(); err != nil {
+			idx.st.fail(err)
+			break
+		}
+		idx.st.procs++
+		k, err := statKey(f.procPath(pid, "ns/net"))
+		if err != nil {
+			idx.st.fail(err)
+			continue
+		}
+		np := idx.ns[k]
+		if np == nil {
+			np = &nsProcs{pods: map[string][]int{}}
+			idx.ns[k] = np
+			idx.order = append(idx.order, k)
+		}
+		np.pids = appendPID(np.pids, pid)
+		data, err := os.ReadFile(f.procPath(pid, "cgroup"))
+		if err != nil {
+			np.unknown++
+			idx.st.fail(err)
+			continue
+		}
+		uids := cgroupPodUIDs(string(data))
+		if len(uids) == 0 {
+			np.host++
+		}
+		for _, uid := range uids {
+			np.pods[uid] = appendPID(np.pods[uid], pid)
+		}
+	}
+	return idx
+}
+
+// procConfirms re-reads process pid after the walk, with the candidate held open (so that no other
+// live namespace has its key): it still runs in namespace k, in a cgroup of the pod nuid.
+func (f *Finder) procConfirms(pid int, k Key, nuid string) bool {
+	if got, err := statKey(f.procPath(pid, "ns/net")); err != nil || got != k {
+		return false
+	}
+	data, err := os.ReadFile(f.procPath(pid, "cgroup"))
+	if err != nil || !cgroupHasPod(string(data), nuid) {
+		return false
+	}
+	got, err := statKey(f.procPath(pid, "ns/net")) // the pid was not reused meanwhile
+	return err == nil && got == k
+}
+
+// procPaths returns the /proc/<pid>/ns/net paths of pids.
+func (f *Finder) procPaths(pids []int) []string {
+	out := make([]string, len(pids))
+	for i, pid := range pids {
+		out[i] = f.procPath(pid, "ns/net")
+	}
+	return out
+}
+
+func (f *Finder) procPath(pid int, rel string) string {
+	return f.opts.ProcDir + "/" + strconv.Itoa(pid) + "/" + rel
+}
+
+// failures counts errors, keeping the first.
+type failures struct {
+	n     int
+	first error
+}
+
+// fail counts err; a file or process that vanished meanwhile is not a failure.
+func (s *failures) fail(err error) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+		return
+	}
+	s.n++
+	if s.first == nil {
+		s.first = err
+	}
+}
+
+func (s failures) suffix() string {
+	if s.n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d unreadable, first: %v)", s.n, s.first)
+}
+
+// procStats counts the processes a walk looked at.
+type procStats struct {
+	dir   string
+	procs int
+	failures
+}
+
+func (s procStats) String() string {
+	return fmt.Sprintf("%d processes in %s%s", s.procs, s.dir, s.suffix())
+}
+
+func appendPID(pids []int, pid int) []int {
+	if len(pids) < maxPIDs && !slices.Contains(pids, pid) {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+func statKey(path string) (Key, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return Key{}, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return Key{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+func readDirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
+}
