@@ -23,21 +23,41 @@ import (
 type Applier struct {
 	backend Backend
 	lockDir string
-	run     runner
+	system
 
 	mu        sync.Mutex
 	canonical map[string]State // canonical form by backend, family and payload hash
 }
 
+// system is what the Applier does on the node besides its own bookkeeping: run the iptables tools,
+// enter a fresh network namespace, program routes, list the loaded legacy tables. Unit tests replace
+// it with a fake node (package iptablestest).
+type system struct {
+	run     runner
+	scratch func(fn func() (string, error)) (string, error) // fn on a thread in a new, empty network namespace
+	routes  func(r rules.Routes, write bool) (bool, error)  // syncRoutes in the calling thread's namespace
+	tables  func(f rules.Family) []string                   // legacyTables of the calling thread's namespace
+}
+
+// hostSystem is the real node.
+func hostSystem() system {
+	return system{run: execTool, scratch: scratchNamespace, routes: syncRoutes, tables: legacyTables}
+}
+
 // NewApplier validates opts, detects the backend when it is not given, and creates LockDir.
 func NewApplier(ctx context.Context, opts Options) (*Applier, error) {
+	return newApplierOn(ctx, opts, hostSystem())
+}
+
+// newApplierOn is NewApplier on the given node.
+func newApplierOn(ctx context.Context, opts Options, sys system) (*Applier, error) {
 	if opts.LockDir == "" {
 		return nil, errors.New("xtables lock directory: must be set")
 	}
 	if err := os.MkdirAll(opts.LockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("xtables lock directory %q: %w", opts.LockDir, err)
 	}
-	a := &Applier{backend: opts.Backend, lockDir: opts.LockDir, run: execTool, canonical: map[string]State{}}
+	a := &Applier{backend: opts.Backend, lockDir: opts.LockDir, system: sys, canonical: map[string]State{}}
 	if a.backend == "" {
 		b, err := DetectBackend(ctx, a.run)
 		if err != nil {
@@ -127,7 +147,7 @@ func (a *Applier) sync(ctx context.Context, ns Namespace, key string, cfg *rules
 			}
 			res.Changed = res.Changed || changed
 		}
-		changed, err := syncRoutes(rs.Routes(), write)
+		changed, err := a.routes(rs.Routes(), write)
 		res.Changed = res.Changed || changed
 		return err
 	})
@@ -181,7 +201,7 @@ func (a *Applier) save(ctx context.Context, tl tools, f rules.Family) (string, e
 		return tl.run(ctx, tl.env, "", binary(a.backend, f, "save"))
 	}
 	var out strings.Builder
-	for _, table := range legacyTables(f) {
+	for _, table := range a.tables(f) {
 		s, err := tl.run(ctx, tl.env, "", binary(a.backend, f, "save"), "-t", table)
 		if err != nil {
 			return "", err
@@ -231,7 +251,7 @@ func (a *Applier) ForeignRules(ctx context.Context, ns Namespace, key string) (b
 	found := false
 	err := ns.Do(func() error {
 		for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
-			if other == BackendLegacy && len(legacyTables(f)) == 0 {
+			if other == BackendLegacy && len(a.tables(f)) == 0 {
 				continue // never create legacy tables in a pod that has none
 			}
 			out, err := a.run(ctx, a.env(key), "", binary(other, f, "save"))
@@ -289,9 +309,12 @@ func (a *Applier) canonicalState(ctx context.Context, rs *rules.RuleSet, f rules
 	return st, nil
 }
 
-// inScratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
+// inScratchNamespace runs fn in a new, empty network namespace (scratchNamespace on a real node).
+func (a *Applier) inScratchNamespace(fn func() (string, error)) (string, error) { return a.scratch(fn) }
+
+// scratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
 // thread is never unlocked, so the Go runtime destroys it (and the namespace) afterwards.
-func (a *Applier) inScratchNamespace(fn func() (string, error)) (string, error) {
+func scratchNamespace(fn func() (string, error)) (string, error) {
 	type result struct {
 		out string
 		err error

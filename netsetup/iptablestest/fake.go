@@ -57,9 +57,10 @@ type Fake struct {
 	// LockWait caps how long a legacy restore waits for a held xtables lock ("--wait=10" waits ten
 	// seconds for real); zero means 100ms.
 	LockWait time.Duration
-	// AfterRestore, when set, runs after every successful restore with the namespace it changed:
-	// another writer acting between a restore and its read-back.
-	AfterRestore func(ns *Namespace)
+	// BeforeRestore and AfterRestore, when set, run before every restore and after every
+	// successful one, with its namespace: another writer acting between a probe and the restore,
+	// or between a restore and its read-back.
+	BeforeRestore, AfterRestore func(ns *Namespace)
 
 	doMu        sync.Mutex
 	mu          sync.Mutex
@@ -161,6 +162,9 @@ func (f *Fake) Run(ctx context.Context, env []string, stdin, name string, args .
 			return "", err
 		}
 		defer unlock()
+	}
+	if f.BeforeRestore != nil {
+		f.BeforeRestore(ns)
 	}
 	if err := ns.restore(backend, fam, stdin, opts.noflush); err != nil {
 		return "", err
