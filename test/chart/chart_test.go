@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -206,6 +207,9 @@ func TestBadValues(t *testing.T) {
 		{"unknown backend", "controller.iptablesBackend=xtables", []string{"/controller/iptablesBackend", "'auto', 'legacy', 'nft'"}},
 		{"bad drift period", "controller.driftPeriod=often", []string{"/controller/driftPeriod", "often"}},
 		{"ServiceMonitor without Service", "metrics.serviceMonitor.enabled=true", []string{"metrics.serviceMonitor.enabled needs metrics.service.enabled"}},
+		{"API server host without port", "k8sServiceHost=10.0.0.1", []string{"k8sServiceHost and k8sServicePort must be set together"}},
+		{"bad API server port", "k8sServicePort=http", []string{"/k8sServicePort", "http"}},
+		{"bad API server host", "k8sServiceHost=https://10.0.0.1", []string{"/k8sServiceHost", "https://10.0.0.1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runHelm(t, "template", release, chartDir(t), "--namespace", namespace, "--set", tc.set)
@@ -218,5 +222,28 @@ func TestBadValues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAPIServerAddress: k8sServiceHost/k8sServicePort become the controller's
+// KUBERNETES_SERVICE_HOST/PORT (clusters without kube-proxy); unset, neither variable is there.
+func TestAPIServerAddress(t *testing.T) {
+	env := func(values ...string) map[string]string {
+		var ds appsv1.DaemonSet
+		into(t, find(t, render(t, values...), "DaemonSet", release), &ds)
+		got := map[string]string{}
+		for _, e := range ds.Spec.Template.Spec.Containers[0].Env {
+			if strings.HasPrefix(e.Name, "KUBERNETES_SERVICE_") {
+				got[e.Name] = e.Value
+			}
+		}
+		return got
+	}
+	if got := env(); len(got) != 0 {
+		t.Errorf("default values set %v, want no KUBERNETES_SERVICE_* variable", got)
+	}
+	want := map[string]string{"KUBERNETES_SERVICE_HOST": "192.0.2.10", "KUBERNETES_SERVICE_PORT": "6443"}
+	if got := env("k8sServiceHost=192.0.2.10", "k8sServicePort=6443"); !maps.Equal(got, want) {
+		t.Errorf("env %v, want %v", got, want)
 	}
 }

@@ -43,26 +43,6 @@ func writeServiceAccountKeys(keyPath, pubPath string) error {
 	return os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }
 
-// readCA reads the API server's self-signed serving certificate bundle (serving certificate and its
-// CA), which verifies the server. It fails until the API server has written a complete file.
-func readCA(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	rest := b
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, fmt.Errorf("%s holds no certificate yet", path)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err == nil {
-			return b, nil
-		}
-	}
-}
-
 // bootstrap creates what a controller-manager and a kubelet would: the root CA ConfigMap and default
 // ServiceAccount of the built-in namespaces, and a Ready Node.
 func (c *Cluster) bootstrap(ctx context.Context) error {
@@ -70,6 +50,9 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		if _, err := c.EnsureNamespace(ctx, ns, nil); err != nil {
 			return err
 		}
+	}
+	if c.opts.NoNode {
+		return nil
 	}
 	return c.RegisterNode(ctx, c.NodeName)
 }
@@ -216,13 +199,18 @@ func (c *Cluster) PodToken(ctx context.Context, pod *corev1.Pod, expiration time
 // Kubeconfig returns a kubeconfig (context "e2e") for the API server that authenticates with a
 // bearer token, embedding the CA.
 func (c *Cluster) Kubeconfig(token string) ([]byte, error) {
+	return c.kubeconfig(clientcmdv1.AuthInfo{Token: token})
+}
+
+// kubeconfig returns a kubeconfig (context "e2e") for the API server with the given credentials.
+func (c *Cluster) kubeconfig(auth clientcmdv1.AuthInfo) ([]byte, error) {
 	cfg := clientcmdv1.Config{
 		Kind:       "Config",
 		APIVersion: "v1",
 		Clusters: []clientcmdv1.NamedCluster{{Name: "e2e", Cluster: clientcmdv1.Cluster{
 			Server: c.Host, CertificateAuthorityData: c.CAData,
 		}}},
-		AuthInfos: []clientcmdv1.NamedAuthInfo{{Name: "e2e", AuthInfo: clientcmdv1.AuthInfo{Token: token}}},
+		AuthInfos: []clientcmdv1.NamedAuthInfo{{Name: "e2e", AuthInfo: auth}},
 		Contexts: []clientcmdv1.NamedContext{{Name: "e2e", Context: clientcmdv1.Context{
 			Cluster: "e2e", AuthInfo: "e2e", Namespace: metav1.NamespaceDefault,
 		}}},
@@ -238,6 +226,10 @@ func (c *Cluster) WriteKubeconfig(path, token string) error {
 	if err != nil {
 		return err
 	}
+	return writeKubeconfig(path, b)
+}
+
+func writeKubeconfig(path string, b []byte) error {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}

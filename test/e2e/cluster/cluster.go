@@ -4,8 +4,10 @@
 // ValidatingAdmissionPolicy admission, and the objects a controller-manager and kubelet would
 // otherwise create (a Ready Node, each namespace's `default` ServiceAccount and `kube-root-ca.crt`).
 //
-// No controller-manager, scheduler or kubelet runs: pods are created with spec.nodeName set and stay
-// where the test puts them; deleted namespaces stay Terminating, so tests use unique names.
+// By default no controller-manager, scheduler or kubelet runs: pods are created with spec.nodeName
+// set and stay where the test puts them; deleted namespaces stay Terminating, so tests use unique
+// names. Options.ControllerManager and Options.Scheduler add those two (the real node of
+// test/realnode runs them with a real kubelet, which authenticates with NodeConfig's identity).
 //
 // The binaries come from test/tools/build.sh, which builds them from the Go module proxy on first
 // use and caches them per machine (see docs/e2e.md).
@@ -61,22 +63,34 @@ type Options struct {
 	NodeName string
 	// ExtraAPIServerArgs are appended to kube-apiserver's command line (later flags win).
 	ExtraAPIServerArgs []string
+	// BindAddress is the IP address kube-apiserver listens on and advertises (Host), 127.0.0.1 when
+	// empty. A real node's pods reach the API server only on an address outside their network
+	// namespace, such as the node's IP.
+	BindAddress string
+	// ControllerManager and Scheduler also start kube-controller-manager (with the ServiceAccount
+	// signing key and the root CA) and kube-scheduler, so Deployments, ReplicaSets, DaemonSets and
+	// namespace deletion behave as on any cluster.
+	ControllerManager, Scheduler bool
+	// NoNode registers no Node at start (a real kubelet registers its own); NodeName is then unused.
+	NoNode bool
 }
 
 // Cluster is a running control plane. Its exported fields are read-only.
 type Cluster struct {
 	// Dir is the state directory (see Options.Dir).
 	Dir string
-	// Host is the API server's URL, https://127.0.0.1:<port>; it stays the same across restarts.
+	// Host is the API server's URL, https://<Options.BindAddress>:<port>; it stays the same across
+	// restarts.
 	Host string
-	// CAData is the PEM bundle that verifies the API server's serving certificate; CAFile holds it.
+	// CAData is the cluster CA's certificate (PEM): it verifies the API server's serving certificate
+	// and signs client certificates (ClientConfig). CAFile holds it.
 	CAData []byte
 	CAFile string
 	// AdminToken authenticates as AdminUser in group system:masters.
 	AdminToken string
 	// AdminKubeconfig is the path of a kubeconfig file for AdminToken (for kubectl and helm).
 	AdminKubeconfig string
-	// NodeName is the Node object registered at start.
+	// NodeName is the Node object registered at start ("" with Options.NoNode).
 	NodeName string
 	// EtcdURL is the etcd client URL the API server uses.
 	EtcdURL string
@@ -88,11 +102,13 @@ type Cluster struct {
 	toolsDir  string
 	apiPort   int
 	adminConf *rest.Config
+	pki       *pki
 
-	mu        sync.Mutex
-	etcd      *process
-	apiserver *process
-	stopped   bool
+	mu         sync.Mutex
+	etcd       *process
+	apiserver  *process
+	components []*process // kube-controller-manager, kube-scheduler
+	stopped    bool
 }
 
 // Start builds (or finds) the binaries, starts etcd and kube-apiserver, waits for /readyz and
@@ -103,8 +119,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	if opts.NodeName == "" {
+	if opts.NodeName == "" && !opts.NoNode {
 		opts.NodeName = DefaultNodeName
+	}
+	if opts.NoNode {
+		opts.NodeName = ""
+	}
+	if opts.BindAddress == "" {
+		opts.BindAddress = "127.0.0.1"
+	}
+	if ip := net.ParseIP(opts.BindAddress); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("Options.BindAddress %q: want one IP address of this machine", opts.BindAddress)
 	}
 	c := &Cluster{opts: opts, NodeName: opts.NodeName, toolsDir: opts.ToolsDir}
 	if err := c.makeDir(); err != nil {
@@ -115,12 +140,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			c.Stop()
 		}
 	}()
+	bins := []string{"etcd", "kube-apiserver"}
+	if opts.ControllerManager {
+		bins = append(bins, controllerManager.name)
+	}
+	if opts.Scheduler {
+		bins = append(bins, scheduler.name)
+	}
 	if c.toolsDir == "" {
-		if c.toolsDir, err = BuildTools(ctx, opts.Log, "etcd", "kube-apiserver"); err != nil {
+		if c.toolsDir, err = BuildTools(ctx, opts.Log, bins...); err != nil {
 			return nil, err
 		}
 	}
-	for _, bin := range []string{"etcd", "kube-apiserver"} {
+	for _, bin := range bins {
 		if _, err := os.Stat(filepath.Join(c.toolsDir, bin)); err != nil {
 			return nil, fmt.Errorf("tools directory %q has no %s: %w", c.toolsDir, bin, err)
 		}
@@ -145,8 +177,23 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.bootstrap(ctx); err != nil {
 		return nil, fmt.Errorf("bootstrap objects: %w%s", err, c.LogTail(20))
 	}
-	fmt.Fprintf(opts.Log, "cluster: control plane ready at %s in %s (etcd %s, kube-apiserver %s, bootstrap %s); state in %s\n",
-		c.Host, round(time.Since(begin)), round(etcdTook), round(apiTook), round(time.Since(t0)), c.Dir)
+	bootTook := time.Since(t0)
+
+	t0 = time.Now()
+	for _, comp := range []component{controllerManager, scheduler} {
+		if comp.name == controllerManager.name && !opts.ControllerManager || comp.name == scheduler.name && !opts.Scheduler {
+			continue
+		}
+		p, err := c.startComponent(ctx, comp)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.components = append(c.components, p)
+		c.mu.Unlock()
+	}
+	fmt.Fprintf(opts.Log, "cluster: control plane ready at %s in %s (etcd %s, kube-apiserver %s, bootstrap %s, other components %s); state in %s\n",
+		c.Host, round(time.Since(begin)), round(etcdTook), round(apiTook), round(bootTook), round(time.Since(t0)), c.Dir)
 	return c, nil
 }
 
@@ -184,8 +231,27 @@ func (c *Cluster) path(elem ...string) string {
 	return filepath.Join(append([]string{c.Dir}, elem...)...)
 }
 
-// writeCredentials writes the admin token file and the ServiceAccount signing key pair.
+// writeCredentials writes the admin token file, the ServiceAccount signing key pair, the cluster
+// CA, the API server's serving certificate and its client certificate for kubelets.
 func (c *Cluster) writeCredentials() error {
+	if err := os.MkdirAll(c.path("pki"), 0o700); err != nil {
+		return err
+	}
+	var err error
+	if c.pki, err = newPKI(c.path("ca.crt"), c.path("ca.key")); err != nil {
+		return err
+	}
+	c.CAData, c.CAFile = c.pki.certPEM, c.path("ca.crt")
+	hosts := []string{"127.0.0.1", "localhost", c.opts.BindAddress, serviceIP(),
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if err := c.pki.issueFiles(c.path("pki", "apiserver.crt"), c.path("pki", "apiserver.key"), "kube-apiserver", nil, hosts); err != nil {
+		return err
+	}
+	// The API server's identity towards kubelets (logs, exec, port-forward).
+	if err := c.pki.issueFiles(c.path("pki", "kubelet-client.crt"), c.path("pki", "kubelet-client.key"),
+		"kube-apiserver-kubelet-client", []string{"system:masters"}, nil); err != nil {
+		return err
+	}
 	tok := make([]byte, 24)
 	if _, err := rand.Read(tok); err != nil {
 		return err
@@ -249,7 +315,7 @@ func (c *Cluster) startAPIServerFirst(ctx context.Context) error {
 			return err
 		}
 		c.apiPort = ports[0]
-		c.Host = fmt.Sprintf("https://127.0.0.1:%d", c.apiPort)
+		c.Host = "https://" + net.JoinHostPort(c.opts.BindAddress, strconv.Itoa(c.apiPort))
 		if err = c.StartAPIServer(ctx); err == nil || !portClash(c.path("kube-apiserver.log")) || ctx.Err() != nil {
 			return err
 		}
@@ -262,12 +328,18 @@ func (c *Cluster) startAPIServerFirst(ctx context.Context) error {
 func (c *Cluster) apiServerArgs() []string {
 	args := []string{
 		"--etcd-servers=" + c.EtcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + c.opts.BindAddress,
+		"--advertise-address=" + c.opts.BindAddress,
 		"--secure-port=" + strconv.Itoa(c.apiPort),
-		// Self-signed serving certificate (and its CA, in the same file) generated on first start and
-		// reused on restarts.
-		"--cert-dir=" + c.path("pki"),
+		// Serving certificate signed by the cluster CA (SANs: loopback, the bind address, the
+		// kubernetes Service's IP and names).
+		"--tls-cert-file=" + c.path("pki", "apiserver.crt"),
+		"--tls-private-key-file=" + c.path("pki", "apiserver.key"),
+		// Client certificates (kubelets, controller-manager, scheduler) signed by the cluster CA.
+		"--client-ca-file=" + c.CAFile,
+		"--kubelet-client-certificate=" + c.path("pki", "kubelet-client.crt"),
+		"--kubelet-client-key=" + c.path("pki", "kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 		"--token-auth-file=" + c.path("tokens.csv"),
 		"--service-account-issuer=" + ServiceAccountIssuer,
 		"--service-account-key-file=" + c.path("sa.pub"),
@@ -337,19 +409,10 @@ func (c *Cluster) stopAPIServer(grace time.Duration) error {
 	return nil
 }
 
-// apiServerReady loads the CA once the API server has written its serving certificate, builds the
-// admin clients on first success, and asks /readyz.
+// apiServerReady builds the admin clients on first use and asks /readyz.
 func (c *Cluster) apiServerReady(ctx context.Context) error {
 	if c.adminConf == nil {
-		ca, err := readCA(c.path("pki", "apiserver.crt"))
-		if err != nil {
-			return err
-		}
-		c.CAData = ca
-		c.CAFile = c.path("ca.crt")
-		if err := os.WriteFile(c.CAFile, ca, 0o644); err != nil {
-			return err
-		}
+		var err error
 		c.adminConf = c.ConfigForToken(c.AdminToken)
 		if c.Client, err = kubernetes.NewForConfig(c.adminConf); err != nil {
 			return err
@@ -390,6 +453,9 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	c.stopped = true
+	for _, p := range c.components {
+		p.stop(5 * time.Second)
+	}
 	if c.apiserver != nil {
 		c.apiserver.stop(10 * time.Second)
 	}
@@ -404,10 +470,23 @@ func (c *Cluster) Stop() error {
 	return nil
 }
 
-// LogTail returns the last n lines of the etcd and kube-apiserver logs, for failure reports. It is
-// empty once Stop removed a temporary state directory.
+// LogTail returns the last n lines of the etcd and kube-apiserver logs (and of
+// kube-controller-manager's and kube-scheduler's when they run), for failure reports. It is empty
+// once Stop removed a temporary state directory.
 func (c *Cluster) LogTail(n int) string {
-	return tail("etcd", c.path("etcd.log"), n) + tail("kube-apiserver", c.path("kube-apiserver.log"), n)
+	s := tail("etcd", c.path("etcd.log"), n) + tail("kube-apiserver", c.path("kube-apiserver.log"), n)
+	for _, comp := range []component{controllerManager, scheduler} {
+		s += tail(comp.name, c.path(comp.name+".log"), n)
+	}
+	return s
+}
+
+// serviceIP is the kubernetes Service's cluster IP: the first address of ServiceClusterIPRange.
+func serviceIP() string {
+	ip, _, _ := net.ParseCIDR(ServiceClusterIPRange)
+	ip = ip.To4()
+	ip[3]++
+	return ip.String()
 }
 
 // waitReady polls check until it succeeds, the process exits, ctx ends or readyTimeout passes.
