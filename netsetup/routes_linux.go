@@ -137,3 +137,7 @@ func isDefault(n *net.IPNet) bool {
 	ones, _ := n.Mask.Size()
 	return ones == 0
 }
+
+// SyncRoutes makes the calling thread's namespace hold exactly the routes r asks for (syncRoutes),
+// for the other rule backends (package nft).
+func SyncRoutes(r rules.Routes, write bool) (bool, error) { return syncRoutes(r, write) }

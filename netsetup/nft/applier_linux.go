@@ -1,0 +1,190 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+)
+
+// Applier programs network namespaces with Istio's native nftables rules over netlink: no nft
+// binary, no iptables tools. It has the shape of netsetup.Applier. Callers serialize operations
+// on one pod; different pods may be programmed concurrently.
+type Applier struct {
+	mu    sync.Mutex
+	cache map[[32]byte]State // canonical state by transaction text
+}
+
+// NewApplier returns an Applier.
+func NewApplier() *Applier { return &Applier{cache: map[[32]byte]State{}} }
+
+// Apply makes ns hold exactly the nftables rules and routes of cfg: it reads our tables back and
+// when they differ from the model replaces them in one atomic netlink batch, then reads them back
+// again, and the read-back must equal the model. Applying the same configuration again writes
+// nothing. key names the pod in messages.
+func (a *Applier) Apply(ctx context.Context, ns netsetup.Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.sync(ns, cfg, true)
+}
+
+// Verify checks that ns holds exactly the nftables rules and routes of cfg; a difference wraps
+// netsetup.ErrDrift and names the first one.
+func (a *Applier) Verify(ctx context.Context, ns netsetup.Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.sync(ns, cfg, false)
+}
+
+func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (netsetup.Result, error) {
+	rs, err := Generate(cfg)
+	if err != nil {
+		return netsetup.Result{}, err
+	}
+	want, err := a.canonical(rs)
+	if err != nil {
+		return netsetup.Result{}, err
+	}
+	res := netsetup.Result{Hash: rs.Hash(), Families: contract.FamiliesIPv4}
+	if cfg.EnableIPv6 {
+		res.Families = contract.FamiliesDual
+	}
+	err = ns.Do(func() error {
+		conn, nc, err := dial()
+		if err != nil {
+			return err
+		}
+		defer closeAll(conn, nc)
+		changed, err := syncTables(conn, nc, rs, want, write)
+		if err != nil {
+			return err
+		}
+		routesChanged, err := netsetup.SyncRoutes(rs.Routes(), write)
+		res.Changed = changed || routesChanged
+		return err
+	})
+	if err != nil {
+		return netsetup.Result{}, fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return res, nil
+}
+
+// syncTables compares the live tables with want and, when they differ and write is set, replaces
+// them in one batch and checks the result.
+func syncTables(conn *nftables.Conn, nc *netlink.Conn, rs *Ruleset, want State, write bool) (bool, error) {
+	have, err := readState(conn, nc)
+	if err != nil {
+		return false, err
+	}
+	ok, diff := want.Equal(have)
+	if ok {
+		return false, nil
+	}
+	if !write {
+		return false, fmt.Errorf("%w: nftables: %s", netsetup.ErrDrift, diff)
+	}
+	live := map[string]bool{}
+	for _, t := range have {
+		live[t.Name] = true
+	}
+	if err := writeTables(conn, rs, live); err != nil {
+		return false, err
+	}
+	if have, err = readState(conn, nc); err != nil {
+		return true, err
+	}
+	if ok, diff := want.Equal(have); !ok {
+		return true, fmt.Errorf("%w after the nftables batch: %s", netsetup.ErrDrift, diff)
+	}
+	return true, nil
+}
+
+// writeTables sends one atomic batch: each of our live tables is deleted (with its chains, rules
+// and anonymous sets), and each table of the model is created with its chains, then its rules in
+// their final order. Either all of it applies or none.
+func writeTables(conn *nftables.Conn, rs *Ruleset, live map[string]bool) error {
+	for _, name := range ourTables {
+		t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
+		if live[name] {
+			conn.DelTable(t)
+		}
+		mt := rs.Table(name)
+		if mt == nil {
+			continue
+		}
+		conn.AddTable(t)
+		chains := map[string]*nftables.Chain{}
+		for _, c := range mt.Chains {
+			chains[c.Name] = conn.AddChain(chainOf(t, c))
+		}
+		for _, c := range mt.Chains {
+			for _, r := range c.Rules {
+				if err := addRule(conn, t, chains[c.Name], r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("nftables batch: %w", err)
+	}
+	return nil
+}
+
+func chainOf(t *nftables.Table, c *Chain) *nftables.Chain {
+	ch := &nftables.Chain{Name: c.Name, Table: t}
+	if c.Base == nil {
+		return ch
+	}
+	hooks := map[string]*nftables.ChainHook{"prerouting": nftables.ChainHookPrerouting, "output": nftables.ChainHookOutput}
+	prio := nftables.ChainPriority(c.Base.Priority)
+	ch.Type, ch.Hooknum, ch.Priority = nftables.ChainType(c.Base.Type), hooks[c.Base.Hook], &prio
+	return ch
+}
+
+func addRule(conn *nftables.Conn, t *nftables.Table, c *nftables.Chain, r Rule) error {
+	comp, err := r.Compile()
+	if err != nil {
+		return err
+	}
+	for i, ports := range comp.Sets {
+		s := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
+		elems := make([]nftables.SetElement, len(ports))
+		for j, p := range ports {
+			elems[j] = nftables.SetElement{Key: be16(p)}
+		}
+		if err := conn.AddSet(s, elems); err != nil {
+			return fmt.Errorf("rule %q: anonymous set: %w", r.Text(), err)
+		}
+		comp.Lookups[i].SetName, comp.Lookups[i].SetID = s.Name, s.ID
+	}
+	conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: comp.Exprs})
+	return nil
+}
+
+// Programmed reports whether ns holds any of our tables.
+func (a *Applier) Programmed(ctx context.Context, ns netsetup.Namespace, key string) (bool, error) {
+	found := false
+	err := ns.Do(func() error {
+		conn, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return fmt.Errorf("list inet tables: %w", err)
+		}
+		for _, t := range tables {
+			for _, name := range ourTables {
+				found = found || t.Name == name
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return found, nil
+}

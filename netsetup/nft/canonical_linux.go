@@ -1,0 +1,102 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"runtime"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// canonical returns the state the kernel holds for rs, as read back: rs is programmed once into a
+// scratch network namespace and read back there, then cached by its transaction text. Comparing
+// the kernel's encoding with the kernel's encoding needs no knowledge of how the kernel re-encodes
+// what it was sent.
+func (a *Applier) canonical(rs *Ruleset) (State, error) {
+	key := sha256.Sum256([]byte(rs.Text()))
+	a.mu.Lock()
+	st, ok := a.cache[key]
+	a.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	st, err := inScratchNamespace(func() (State, error) {
+		conn, nc, err := dial()
+		if err != nil {
+			return nil, err
+		}
+		defer closeAll(conn, nc)
+		if err := writeTables(conn, rs, nil); err != nil {
+			return nil, err
+		}
+		return readState(conn, nc)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("canonical form of the nftables rules (scratch namespace): %w", err)
+	}
+	st.attachTexts(rs)
+	a.mu.Lock()
+	if len(a.cache) > 4096 {
+		clear(a.cache)
+	}
+	a.cache[key] = st
+	a.mu.Unlock()
+	return st, nil
+}
+
+// attachTexts gives each rule of st its nft text from rs, for messages.
+func (st State) attachTexts(rs *Ruleset) {
+	for i := range st {
+		t := rs.Table(st[i].Name)
+		for j := range st[i].Chains {
+			if t == nil || j >= len(t.Chains) {
+				continue
+			}
+			for _, r := range t.Chains[j].Rules {
+				st[i].Chains[j].texts = append(st[i].Chains[j].texts, r.Text())
+			}
+		}
+	}
+}
+
+// inScratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
+// thread is never unlocked, so the Go runtime ends it (and the namespace goes with it).
+func inScratchNamespace(fn func() (State, error)) (State, error) {
+	type result struct {
+		st  State
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
+			return
+		}
+		st, err := fn()
+		ch <- result{st, err}
+	}()
+	r := <-ch
+	return r.st, r.err
+}
+
+// dial opens the nftables connection and the raw netfilter socket in the calling thread's namespace.
+func dial() (*nftables.Conn, *netlink.Conn, error) {
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	nc, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		conn.CloseLasting()
+		return nil, nil, fmt.Errorf("open netfilter netlink: %w", err)
+	}
+	return conn, nc, nil
+}
+
+func closeAll(conn *nftables.Conn, nc *netlink.Conn) {
+	_ = conn.CloseLasting()
+	_ = nc.Close()
+}

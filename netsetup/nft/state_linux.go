@@ -1,0 +1,223 @@
+package nft
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+)
+
+// ourTables are Istio's table names, in Istio's order.
+var ourTables = []string{TableNat, TableMangle, TableRaw}
+
+// State is the comparable form of our tables: per table (in ourTables order, only those that
+// exist), each chain with its hook and its rules, each rule as the netlink encoding of its
+// expressions with counter values left out and anonymous sets replaced by their elements. It is
+// what the kernel holds, read back, or what the model asks for, compiled.
+type State []TableState
+
+// TableState is one table of a State.
+type TableState struct {
+	Name   string
+	Chains []ChainState
+}
+
+// ChainState is one chain of a TableState. Hook is "" for a regular chain, else
+// "type T hook H priority P policy accept".
+type ChainState struct {
+	Name  string
+	Hook  string
+	Rules []string
+	texts []string // nft text of each rule, when known (the model's), for messages
+}
+
+// Equal reports whether s and o are the same state, and if not the first difference.
+func (s State) Equal(o State) (bool, string) {
+	names := func(st State) []string {
+		var n []string
+		for _, t := range st {
+			n = append(n, t.Name)
+		}
+		return n
+	}
+	if !slices.Equal(names(s), names(o)) {
+		return false, fmt.Sprintf("tables %v, want %v", names(o), names(s))
+	}
+	for i, t := range s {
+		if ok, diff := t.equal(o[i]); !ok {
+			return false, "table inet " + t.Name + ": " + diff
+		}
+	}
+	return true, ""
+}
+
+func (t TableState) equal(o TableState) (bool, string) {
+	if len(t.Chains) != len(o.Chains) {
+		return false, fmt.Sprintf("%d chains, want %d (%s)", len(o.Chains), len(t.Chains), chainNames(t.Chains))
+	}
+	for i, c := range t.Chains {
+		h := o.Chains[i]
+		switch {
+		case c.Name != h.Name:
+			return false, fmt.Sprintf("chain %d is %q, want %q", i, h.Name, c.Name)
+		case c.Hook != h.Hook:
+			return false, fmt.Sprintf("chain %s: hook %q, want %q", c.Name, h.Hook, c.Hook)
+		case len(c.Rules) != len(h.Rules):
+			return false, fmt.Sprintf("chain %s: %d rules, want %d", c.Name, len(h.Rules), len(c.Rules))
+		}
+		for j := range c.Rules {
+			if c.Rules[j] != h.Rules[j] {
+				want := c.Rules[j]
+				if j < len(c.texts) {
+					want = c.texts[j]
+				}
+				return false, fmt.Sprintf("chain %s: rule %d differs, want %q", c.Name, j, want)
+			}
+		}
+	}
+	return true, ""
+}
+
+func chainNames(cs []ChainState) string {
+	n := make([]string, len(cs))
+	for i, c := range cs {
+		n[i] = c.Name
+	}
+	return strings.Join(n, ", ")
+}
+
+var hookNames = map[nftables.ChainHook]string{
+	*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input",
+	*nftables.ChainHookForward: "forward", *nftables.ChainHookOutput: "output",
+	*nftables.ChainHookPostrouting: "postrouting",
+}
+
+func hookString(typ, hook string, prio int32, policy string) string {
+	return fmt.Sprintf("type %s hook %s priority %d policy %s", typ, hook, prio, policy)
+}
+
+// readState reads our tables from the kernel: tables, chains and sets through conn, the rules as
+// the kernel encodes them through one raw dump on nc.
+func readState(conn *nftables.Conn, nc *netlink.Conn) (State, error) {
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list inet tables: %w", err)
+	}
+	present := map[string]*nftables.Table{}
+	for _, t := range tables {
+		present[t.Name] = t
+	}
+	var chains []*nftables.Chain
+	var rules map[string][]rawRule
+	if len(present) > 0 {
+		if chains, err = conn.ListChainsOfTableFamily(nftables.TableFamilyINet); err != nil {
+			return nil, fmt.Errorf("list inet chains: %w", err)
+		}
+		if rules, err = dumpRules(nc); err != nil {
+			return nil, fmt.Errorf("list inet rules: %w", err)
+		}
+	}
+	var st State
+	for _, name := range ourTables {
+		t := present[name]
+		if t == nil {
+			continue
+		}
+		ts, err := readTable(conn, t, chains, rules)
+		if err != nil {
+			return nil, fmt.Errorf("table inet %s: %w", name, err)
+		}
+		st = append(st, ts)
+	}
+	return st, nil
+}
+
+func readTable(conn *nftables.Conn, t *nftables.Table, chains []*nftables.Chain, rules map[string][]rawRule) (TableState, error) {
+	ts := TableState{Name: t.Name}
+	var sets map[string]string
+	for _, c := range chains {
+		if c.Table.Name != t.Name {
+			continue
+		}
+		cs := ChainState{Name: c.Name}
+		if c.Hooknum != nil {
+			prio, policy := int32(0), "accept"
+			if c.Priority != nil {
+				prio = int32(*c.Priority)
+			}
+			if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
+				policy = "drop"
+			}
+			cs.Hook = hookString(string(c.Type), hookNames[*c.Hooknum], prio, policy)
+		}
+		for _, r := range rules[t.Name+" "+c.Name] {
+			if sets == nil && r.hasLookup {
+				var err error
+				if sets, err = readSets(conn, t); err != nil {
+					return ts, err
+				}
+			}
+			d, err := r.describe(sets)
+			if err != nil {
+				return ts, fmt.Errorf("chain %s: %w", c.Name, err)
+			}
+			cs.Rules = append(cs.Rules, d)
+		}
+		ts.Chains = append(ts.Chains, cs)
+	}
+	// The kernel lists chains in creation order; ours are created in the model's order, and a
+	// chain created by anyone else is a difference either way.
+	return ts, nil
+}
+
+// readSets returns the comparable form of every set of t, by name.
+func readSets(conn *nftables.Conn, t *nftables.Table) (map[string]string, error) {
+	sets, err := conn.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	out := map[string]string{}
+	for _, s := range sets {
+		elems, err := conn.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("set %s: list elements: %w", s.Name, err)
+		}
+		var ports []uint16
+		for _, e := range elems {
+			if len(e.Key) != 2 {
+				return nil, fmt.Errorf("set %s: element of %d bytes, not a port", s.Name, len(e.Key))
+			}
+			ports = append(ports, binary.BigEndian.Uint16(e.Key))
+		}
+		var flags []string
+		if s.Anonymous {
+			flags = append(flags, "anonymous")
+		}
+		if s.Constant {
+			flags = append(flags, "constant")
+		}
+		if s.Interval {
+			flags = append(flags, "interval")
+		}
+		if s.IsMap {
+			flags = append(flags, "map")
+		}
+		out[s.Name] = setKey(s.KeyType.Name, strings.Join(flags, ","), ports)
+	}
+	return out, nil
+}
+
+// setKey is the comparable form of a port set.
+func setKey(keyType string, flags string, ports []uint16) string {
+	p := slices.Clone(ports)
+	slices.Sort(p)
+	s := make([]string, len(p))
+	for i, v := range p {
+		s[i] = strconv.Itoa(int(v))
+	}
+	return fmt.Sprintf("set{%s %s %s}", keyType, flags, strings.Join(s, ","))
+}
