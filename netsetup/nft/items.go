@@ -6,11 +6,10 @@ import (
 	"strings"
 )
 
-// Item is one element of a rule: a match or a statement. It renders as nft text and compiles to
-// netlink expressions (exprs.go).
+// Item is one element of a rule: a match or a statement. It renders as nft text and, on Linux,
+// compiles to netlink expressions (exprs_linux.go).
 type Item interface {
 	Text() string
-	compile(b *compiler) error
 }
 
 // Transport protocols.

@@ -24,11 +24,20 @@ type Compiled struct {
 func (r Rule) Compile() (*Compiled, error) {
 	b := &compiler{}
 	for _, it := range r {
-		if err := it.compile(b); err != nil {
+		c, ok := it.(compilable)
+		if !ok {
+			return nil, fmt.Errorf("rule %q: %T has no netlink form", r.Text(), it)
+		}
+		if err := c.compile(b); err != nil {
 			return nil, fmt.Errorf("rule %q: %w", r.Text(), err)
 		}
 	}
 	return &b.out, nil
+}
+
+// compilable is an Item with a netlink form (every Item of this package).
+type compilable interface {
+	compile(b *compiler) error
 }
 
 // compiler accumulates expressions and the protocol context nft tracks for dependencies.
