@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -25,8 +24,7 @@ type Applier struct {
 	lockDir string
 	system
 
-	mu        sync.Mutex
-	canonical map[string]State // canonical form by backend, family and payload hash
+	canonical *stateCache // canonical form by backend, family and payload hash, LRU bounded by bytes
 }
 
 // system is what the Applier does on the node besides its own bookkeeping: run the iptables tools,
@@ -57,7 +55,8 @@ func newApplierOn(ctx context.Context, opts Options, sys system) (*Applier, erro
 	if err := os.MkdirAll(opts.LockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("xtables lock directory %q: %w", opts.LockDir, err)
 	}
-	a := &Applier{backend: opts.Backend, lockDir: opts.LockDir, system: sys, canonical: map[string]State{}}
+	a := &Applier{backend: opts.Backend, lockDir: opts.LockDir, system: sys,
+		canonical: newStateCache(canonicalCacheBytes, canonicalCacheEntries)}
 	if a.backend == "" {
 		b, err := DetectBackend(ctx, a.run)
 		if err != nil {
@@ -281,9 +280,7 @@ func (a *Applier) canonicalState(ctx context.Context, rs *rules.RuleSet, f rules
 	}
 	sum := sha256.Sum256([]byte(payload))
 	key := string(a.backend) + "/" + f.String() + "/" + hex.EncodeToString(sum[:])
-	a.mu.Lock()
-	st, ok := a.canonical[key]
-	a.mu.Unlock()
+	st, ok := a.canonical.get(key)
 	if ok {
 		return st, nil
 	}
@@ -300,12 +297,7 @@ func (a *Applier) canonicalState(ctx context.Context, rs *rules.RuleSet, f rules
 	if st, err = ParseSave(out); err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	if len(a.canonical) > 4096 {
-		clear(a.canonical)
-	}
-	a.canonical[key] = st
-	a.mu.Unlock()
+	a.canonical.put(key, st)
 	return st, nil
 }
 

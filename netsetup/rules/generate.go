@@ -45,6 +45,8 @@ func Generate(cfg *Config) (*RuleSet, error) {
 	if err := CheckLimits(cfg); err != nil {
 		return nil, err
 	}
+	v4, v6 := Count(cfg)
+	g.rs.v4, g.rs.v6 = make([]Rule, 0, v4), make([]Rule, 0, v6)
 	g.run()
 	g.rs.routes = Routes{LoopbackV6: cfg.EnableIPv6}
 	in := cfg.InboundPortsInclude

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,10 +39,34 @@ type Rule struct {
 // Spec renders the rule as Istio writes it in an iptables-restore payload:
 // "-A CHAIN args..." or "-I CHAIN N args...".
 func (r Rule) Spec() string {
+	var b strings.Builder
+	r.writeSpec(&b)
+	return b.String()
+}
+
+// specLen is the length of Spec.
+func (r Rule) specLen() int {
+	n := len("-A ") + len(r.Chain) + len(r.Args)
 	if r.Insert > 0 {
-		return "-I " + r.Chain + " " + strconv.Itoa(r.Insert) + " " + strings.Join(r.Args, " ")
+		n += 1 + len(strconv.Itoa(r.Insert))
 	}
-	return "-A " + r.Chain + " " + strings.Join(r.Args, " ")
+	for _, a := range r.Args {
+		n += len(a)
+	}
+	return n
+}
+
+func (r Rule) writeSpec(b *strings.Builder) {
+	if r.Insert > 0 {
+		b.WriteString("-I " + r.Chain + " ")
+		b.WriteString(strconv.Itoa(r.Insert))
+	} else {
+		b.WriteString("-A " + r.Chain)
+	}
+	for _, a := range r.Args {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
 }
 
 // Target returns the rule's jump target when it is the last argument pair ("-j X"), else "".
@@ -96,7 +122,11 @@ func (rs *RuleSet) Hash() string {
 		return "none"
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%+v", rs.Payload(IPv4), rs.Payload(IPv6), rs.routes)
+	for _, f := range []Family{IPv4, IPv6} { // the bytes of "%s\x00%s\x00%+v", without copying the payloads
+		_, _ = io.WriteString(h, rs.Payload(f))
+		_, _ = h.Write([]byte{0})
+	}
+	fmt.Fprintf(h, "%+v", rs.routes)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -137,9 +167,10 @@ func (tc TableChains) Tables() []string {
 // receives a rule, in order of appearance, then every jump target not yet declared.
 func (rs *RuleSet) Chains(f Family) TableChains {
 	tc := TableChains{}
-	seen := map[string]bool{}
+	type key struct{ table, chain string }
+	seen := map[key]bool{}
 	add := func(table, chain string) {
-		key := table + ":" + chain
+		key := key{table, chain}
 		if seen[key] {
 			return
 		}
@@ -167,26 +198,33 @@ func (rs *RuleSet) Payload(f Family) string {
 	if f == IPv6 && !rs.ipv6 {
 		return ""
 	}
-	chains := rs.Chains(f)
-	byTable := map[string][]string{}
-	for _, table := range chains.Tables() {
-		for _, c := range chains[table] {
-			byTable[table] = append(byTable[table], "-N "+c)
+	chains := rs.Chains(f) // every table with a chain has rules
+	rules := rs.Rules(f)
+	var tables []string
+	size := 0
+	for _, r := range rules {
+		if !slices.Contains(tables, r.Table) { // at most four tables
+			tables = append(tables, r.Table)
+			size += len(r.Table) + len("* \nCOMMIT\n")
+			for _, c := range chains[r.Table] {
+				size += len(c) + len("-N \n")
+			}
 		}
-	}
-	for _, r := range rs.Rules(f) {
-		byTable[r.Table] = append(byTable[r.Table], r.Spec())
-	}
-	tables := make([]string, 0, len(byTable))
-	for t := range byTable {
-		tables = append(tables, t)
+		size += r.specLen() + 1
 	}
 	sort.Strings(tables)
 	var b strings.Builder
+	b.Grow(size)
 	for _, t := range tables {
 		b.WriteString("* " + t + "\n")
-		for _, line := range byTable[t] {
-			b.WriteString(line + "\n")
+		for _, c := range chains[t] {
+			b.WriteString("-N " + c + "\n")
+		}
+		for _, r := range rules {
+			if r.Table == t {
+				r.writeSpec(&b)
+				b.WriteByte('\n')
+			}
 		}
 		b.WriteString("COMMIT\n")
 	}
