@@ -20,16 +20,19 @@ type procIndex struct {
 	ns    map[Key]*nsProcs
 }
 
-// nsProcs is what the walk saw in one namespace.
+// nsProcs is what the walk saw in one namespace. The cgroups of its processes are read when first
+// needed (search.podsIn): proving a candidate reads those of the processes in it only.
 type nsProcs struct {
-	pids    []int            // processes in it (the first few)
+	all     []int            // processes in it
+	pids    []int            // the first few, for messages
+	read    bool             // the cgroups were read: pods, host and unknown are set
 	pods    map[string][]int // normalized pod UID → its processes in it (the first few)
 	host    int              // processes in it that run in no pod's cgroup
 	unknown int              // processes in it whose cgroup could not be read
 }
 
-// procIndex walks ProcDir once per Find: /proc/<pid>/ns/net (which needs ptrace rights over the
-// process) and /proc/<pid>/cgroup of every process.
+// procIndex walks ProcDir once per Find: /proc/<pid>/ns/net of every process (which needs ptrace
+// rights over the process).
 func (s *search) procIndex() *procIndex {
 	if s.procs != nil {
 		return s.procs
@@ -60,15 +63,29 @@ func (s *search) procIndex() *procIndex {
 		}
 		np := idx.ns[k]
 		if np == nil {
-			np = &nsProcs{pods: map[string][]int{}}
+			np = &nsProcs{}
 			idx.ns[k] = np
 			idx.order = append(idx.order, k)
 		}
+		np.all = append(np.all, pid)
 		np.pids = appendPID(np.pids, pid)
-		data, err := os.ReadFile(f.procPath(pid, "cgroup"))
+	}
+	return idx
+}
+
+// podsIn reads the cgroups of the processes in np, once: which pods run in the namespace.
+func (s *search) podsIn(np *nsProcs) *nsProcs {
+	if np.read {
+		return np
+	}
+	np.read, np.pods = true, map[string][]int{}
+	for _, pid := range np.all {
+		data, err := os.ReadFile(s.f.procPath(pid, "cgroup"))
 		if err != nil {
-			np.unknown++
-			idx.st.fail(err)
+			if !errors.Is(err, fs.ErrNotExist) { // exited meanwhile
+				np.unknown++
+				s.procs.st.fail(err)
+			}
 			continue
 		}
 		uids := cgroupPodUIDs(string(data))
@@ -79,7 +96,7 @@ func (s *search) procIndex() *procIndex {
 			np.pods[uid] = appendPID(np.pods[uid], pid)
 		}
 	}
-	return idx
+	return np
 }
 
 // procConfirms re-reads process pid after the walk, with the candidate held open (so that no other

@@ -53,6 +53,7 @@ func (s *search) proveByProcs(c *candidate) {
 			StrategyProcUID, idx.st))
 		return
 	}
+	s.podsIn(np)
 	c.proof.HostProcs = np.host
 	for uid, pids := range np.pods {
 		if uid != s.nuid {

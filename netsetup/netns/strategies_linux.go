@@ -106,7 +106,7 @@ func (s *search) findProcUID() scan {
 	)
 	idx := s.procIndex()
 	for _, k := range idx.order {
-		pids := idx.ns[k].pods[s.nuid]
+		pids := s.podsIn(idx.ns[k]).pods[s.nuid]
 		if len(pids) == 0 {
 			continue
 		}
