@@ -63,8 +63,10 @@ func TestParseCNIRecord(t *testing.T) {
 		"bad UID":            {edit(args("K8S_POD_UID", "pod/../x")), "cniArgs K8S_POD_UID"},
 		"two UIDs":           {edit(args("K8S_POD_UID", testUID, "K8S_POD_UID", testUID)), "K8S_POD_UID given twice"},
 		"other infra":        {edit(args("K8S_POD_UID", testUID, "K8S_POD_INFRA_CONTAINER_ID", "abc")), `K8S_POD_INFRA_CONTAINER_ID "abc" differs`},
-		"bad result IP":      {edit(func(m map[string]any) { m["result"] = map[string]any{"ips": []any{map[string]any{"address": "10.0.0.300/24"}}} }), "result ips[0].address"},
-		"args not pairs":     {edit(func(m map[string]any) { m["cniArgs"] = []any{[]string{"K8S_POD_UID"}} }), "malformed"},
+		"bad result IP": {edit(func(m map[string]any) {
+			m["result"] = map[string]any{"ips": []any{map[string]any{"address": "10.0.0.300/24"}}}
+		}), "result ips[0].address"},
+		"args not pairs": {edit(func(m map[string]any) { m["cniArgs"] = []any{[]string{"K8S_POD_UID"}} }), "malformed"},
 	}
 	for name, b := range bad {
 		t.Run(name, func(t *testing.T) {
