@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +26,12 @@ On the pod's node, as root (e.g. "kubectl exec" into the controller's pod on tha
 the pod's controller annotations, the rules its configuration implies, the live rules in its
 network namespace, and a verdict. Changes nothing. The pod comes from the API server (kubeconfig
 or in-cluster), or from a manifest with -f ("-" reads stdin).
+
+In the controller's container (PID 1 of this PID namespace is "istio-pod-network-controller run",
+as in the chart's DaemonSet), the node flags default to that controller's own values: the host's
+/proc and namespace directories as the chart mounts them (/host/proc, /host/run/netns), its
+discovery, backend and lock directory. Flags given here override them. Elsewhere (on the node
+itself) the defaults below apply.
 
 Verdicts and exit codes:
   0  OK               released for its current namespace; the live rules are the released ones
@@ -45,6 +53,16 @@ func inspectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, inspectUsage); fs.PrintDefaults() }
 	node := controller.DefaultNodeConfig(os.Getenv)
+	running, err := runningControllerConfig("/proc", os.Getpid(), os.Getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "inspect:", err)
+		return 1
+	}
+	if running != nil {
+		node = *running
+		fmt.Fprintf(stderr, "inspect: in the controller's container: its --host-proc=%s --netns-dirs=%s --discovery=%s --iptables-backend=%s\n",
+			node.HostProc, node.NetnsDirs, node.Discovery, node.IPTablesBackend)
+	}
 	node.AddFlags(fs)
 	namespace := "default"
 	fs.StringVar(&namespace, "n", namespace, "the pod's namespace")
@@ -113,6 +131,35 @@ func inspectedPod(ctx context.Context, node *controller.NodeConfig, namespace st
 		return nil, fmt.Errorf("get pod %s/%s: %w", namespace, names[0], err)
 	}
 	return pod, nil
+}
+
+// runningControllerConfig returns the node settings of the controller running as PID 1 of this PID
+// namespace (the chart's container, where "kubectl exec" runs inspect), read from
+// <proc>/1/cmdline, so inspect looks where that controller looks. It returns nil when PID 1 is
+// something else (a node's init system) or this process itself.
+func runningControllerConfig(proc string, self int, getenv func(string) string) (*controller.NodeConfig, error) {
+	if self == 1 {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(filepath.Join(proc, "1", "cmdline"))
+	if err != nil {
+		return nil, nil // no /proc, or PID 1 is not ours to read: not the controller's container
+	}
+	argv := strings.Split(strings.TrimSuffix(string(raw), "\x00"), "\x00")
+	if len(argv) < 2 || filepath.Base(argv[0]) != "istio-pod-network-controller" || argv[1] != "run" {
+		return nil, nil
+	}
+	cfg := controller.DefaultConfig(getenv)
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg.AddFlags(fs)
+	for _, name := range []string{"v", "vmodule"} { // run's klog flags: not node settings
+		fs.String(name, "", "")
+	}
+	if err := fs.Parse(argv[2:]); err != nil {
+		return nil, fmt.Errorf("reading the flags of the controller running as PID 1 (%s): %w; give --host-proc and --netns-dirs", strings.Join(argv, " "), err)
+	}
+	return &cfg.NodeConfig, nil
 }
 
 // parseInterspersed parses flags given before and after the positional arguments

@@ -133,3 +133,55 @@ func TestInspectRealNamespace(t *testing.T) {
 	pod.Run(t, "iptables-nft", "-t", "nat", "-F", "ISTIO_INBOUND")
 	check("drifted", manifest("ok", ready(id.String())...), 3, "Verdict:      DRIFT: the live rules differ from the released rules "+hash)
 }
+
+// TestRunningControllerConfig reads the node settings of a controller running as PID 1 from a /proc
+// laid out as in the chart's container, and nothing from a PID 1 that is not the controller.
+func TestRunningControllerConfig(t *testing.T) {
+	proc := func(argv ...string) string {
+		dir := t.TempDir()
+		if argv != nil {
+			if err := os.MkdirAll(filepath.Join(dir, "1"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "1", "cmdline"), []byte(strings.Join(argv, "\x00")+"\x00"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	getenv := func(string) string { return "" }
+	// The args the chart's DaemonSet template gives (templates/daemonset.yaml).
+	chart := proc("/usr/local/bin/istio-pod-network-controller", "run", "--wait-container-name=istio-pod-network-wait",
+		"--drift-period=30s", "--metrics-address=:15090", "--health-address=:15091", "--iptables-backend=auto",
+		"--discovery=netns,cgroup", "--host-proc=/host/proc", "--netns-dirs=/host/run/netns,/host/var/run/netns",
+		"--lock-dir=/var/run/istio-pod-network-controller/locks", "--kube-api-qps=20", "--kube-api-burst=40", "--workers=8", "-v=2")
+	got, err := runningControllerConfig(chart, 4242, getenv)
+	if err != nil || got == nil {
+		t.Fatalf("chart's container: %v, %v", got, err)
+	}
+	if got.HostProc != "/host/proc" || got.NetnsDirs != "/host/run/netns,/host/var/run/netns" || got.Discovery != "netns,cgroup" ||
+		got.LockDir != "/var/run/istio-pod-network-controller/locks" || got.IPTablesBackend != "auto" || got.WaitContainerName != "istio-pod-network-wait" {
+		t.Fatalf("chart's container: got %+v", *got)
+	}
+	if got, err := runningControllerConfig(chart, 1, getenv); got != nil || err != nil {
+		t.Fatalf("inspect as PID 1 itself: %v, %v; want nothing", got, err)
+	}
+	for name, dir := range map[string]string{
+		"init system":         proc("/sbin/init", "splash"),
+		"controller's render": proc("/usr/local/bin/istio-pod-network-controller", "render", "-f", "pod.yaml"),
+		"a shell":             proc("/bin/sh", "-c", "istio-pod-network-controller run"),
+		"no /proc/1":          proc(),
+	} {
+		if got, err := runningControllerConfig(dir, 4242, getenv); got != nil || err != nil {
+			t.Fatalf("%s: %+v, %v; want nothing", name, got, err)
+		}
+	}
+	if _, err := runningControllerConfig(proc("istio-pod-network-controller", "run", "--no-such-flag"), 4242, getenv); err == nil ||
+		!strings.Contains(err.Error(), "PID 1") || !strings.Contains(err.Error(), "--no-such-flag") {
+		t.Fatalf("unknown flag in PID 1's args: %v", err)
+	}
+	// On this machine, PID 1 is not the controller: the host defaults stay.
+	if got, err := runningControllerConfig("/proc", os.Getpid(), os.Getenv); got != nil || err != nil {
+		t.Fatalf("this machine's /proc: %+v, %v; want nothing", got, err)
+	}
+}
