@@ -300,10 +300,7 @@ func pathKey(t *testing.T, path string) Key {
 // as on a kernel without IFA_TARGET_NETNSID.
 func TestFindInsideFallback(t *testing.T) {
 	testutil.RequireRoot(t)
-	uid := newUID()
-	s := newProc(t, false, podCgroup(t, uid))
-	ip := newIPv4()
-	s.addVeth(t, ip)
+	uid, s, ip := newPod(t)
 	dir := t.TempDir()
 	s.pinNamed(t, dir)
 	for _, st := range []Strategy{StrategyNamed, StrategyProcUID, StrategyProcIP} {

@@ -80,10 +80,7 @@ func TestCache(t *testing.T) {
 // every handle stays usable until closed, and no fd is left behind.
 func TestCacheConcurrent(t *testing.T) {
 	testutil.RequireRoot(t)
-	uid := newUID()
-	s := newProc(t, false, podCgroup(t, uid))
-	ip := newIPv4()
-	s.addVeth(t, ip)
+	uid, s, ip := newPod(t)
 	dir := t.TempDir()
 	s.pinNamed(t, dir)
 

@@ -133,6 +133,16 @@ func newProc(t testing.TB, hostNet bool, cgroupDirs ...string) *sandbox {
 	return s
 }
 
+// newPod starts a pod's sandbox: a process in a cgroup of a new pod UID, in a new namespace holding
+// a new IPv4 address on a veth.
+func newPod(t testing.TB) (uid string, s *sandbox, ip netip.Addr) {
+	t.Helper()
+	uid, ip = newUID(), newIPv4()
+	s = newProc(t, false, podCgroup(t, uid))
+	s.addVeth(t, ip)
+	return uid, s, ip
+}
+
 // key is the namespace's identity as the Finder sees it.
 func (s *sandbox) key(t testing.TB) Key {
 	t.Helper()

@@ -276,10 +276,7 @@ func TestFindByIP(t *testing.T) {
 
 func TestFindDefaultOrder(t *testing.T) {
 	testutil.RequireRoot(t)
-	uid := newUID()
-	s := newProc(t, false, podCgroup(t, uid))
-	ip := newIPv4()
-	s.addVeth(t, ip)
+	uid, s, ip := newPod(t)
 	dir := t.TempDir()
 
 	// Not named: proc-uid finds it.
