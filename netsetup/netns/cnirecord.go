@@ -165,10 +165,20 @@ func recordNetnsPaths(netns, procDir string, netnsDirs []string) []string {
 	}
 	var out []string
 	for _, d := range netnsDirs {
-		// dir and alias start with "/": a suffix match ends on a path component.
-		if strings.HasSuffix(d, dir) || alias != "" && strings.HasSuffix(d, alias) {
+		if mountedAt(d, dir) || alias != "" && mountedAt(d, alias) {
 			out = append(out, d+"/"+name)
 		}
 	}
 	return out
+}
+
+// mountedAt reports whether directory d (the Finder's view) is the host directory dir, or dir
+// mounted under a prefix ("/host/var/run/netns" for "/var/run/netns"). A prefix is allowed for a
+// dir of two components or more only, so that "/netns" does not match every "…/netns".
+func mountedAt(d, dir string) bool {
+	if d == dir {
+		return true
+	}
+	// dir starts with "/": a suffix match ends on a path component.
+	return strings.Count(dir, "/") >= 2 && strings.HasSuffix(d, dir)
 }

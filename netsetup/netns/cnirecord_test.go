@@ -83,7 +83,7 @@ func TestParseCNIRecord(t *testing.T) {
 }
 
 func TestRecordNetnsPaths(t *testing.T) {
-	dirs := []string{"/host/var/run/netns", "/host/run/netns", "/tmp/x"}
+	dirs := []string{"/host/var/run/netns", "/host/run/netns", "/tmp/x", "/host/netns"}
 	for _, c := range []struct {
 		netns string
 		want  []string
@@ -97,6 +97,8 @@ func TestRecordNetnsPaths(t *testing.T) {
 		{"/proc/self/ns/net", nil},
 		{"/elsewhere/netns/a", nil},
 		{"/netns", nil},
+		{"/netns/a", nil},
+		{"/host/netns/a", []string{"/host/netns/a"}},
 		{"/x/run/netns/a", nil},
 	} {
 		if got := recordNetnsPaths(c.netns, "/host/proc", dirs); !slices.Equal(got, c.want) {
