@@ -86,6 +86,9 @@ type Controller struct {
 	driftGen atomic.Uint64
 	ready    atomic.Bool
 
+	// claims: which live pod each released-into namespace belongs to.
+	claims *claims
+
 	mu   sync.Mutex
 	pods map[Key]*podState
 	seen map[types.UID]time.Time // first sight with an IP, for the setup latency; zero once observed
@@ -111,6 +114,8 @@ type podState struct {
 	specChanged string
 	// waitContainerID is the running wait container seen last; a new one means a new sandbox may exist.
 	waitContainerID string
+	// reasons are the Warning Events sent for the pod (reason and message): each is sent once.
+	reasons map[string]struct{}
 }
 
 type release struct {
@@ -152,6 +157,7 @@ func New(opts Options) (*Controller, error) {
 		recorder:      opts.Recorder,
 		metrics:       opts.Metrics,
 		now:           opts.Now,
+		claims:        newClaims(),
 		pods:          map[Key]*podState{},
 		seen:          map[types.UID]time.Time{},
 		written:       map[types.UID]annotations{},
@@ -205,8 +211,8 @@ func DefaultRateLimiter() workqueue.TypedRateLimiter[Key] {
 // Ready reports whether the pod cache has synced and the workers run.
 func (c *Controller) Ready() bool { return c.ready.Load() }
 
-// Run waits for the pod cache, reconciles every local pod (the informer's initial list), starts the
-// workers and the drift check, and blocks until ctx is done. Then it stops taking work, lets the
+// Run waits for the pod cache, rebuilds the namespace claims from the released pods, reconciles
+// every local pod (the informer's initial list), starts the workers and the drift check, and blocks until ctx is done. Then it stops taking work, lets the
 // in-flight operations finish (their own context is not cancelled), and returns.
 func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrashWithContext(ctx)
@@ -218,6 +224,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil // stopped before the cache synced: nothing in flight
 		}
 		return errors.New("pod cache did not sync")
+	}
+	if err := c.rebuildClaims(ctx); err != nil {
+		c.queue.ShutDown()
+		return err
 	}
 	var wg sync.WaitGroup
 	for range c.workers {
@@ -364,8 +374,10 @@ func (c *Controller) state(ctx context.Context, key Key, uid types.UID) *podStat
 	return st
 }
 
-// forget drops everything known of a deleted pod: state, cached namespace fd, lock file.
+// forget drops everything known of a deleted pod: state, namespace claim, cached namespace fd,
+// lock file.
 func (c *Controller) forget(ctx context.Context, key Key) {
+	c.claims.drop(key, "")
 	c.mu.Lock()
 	st := c.pods[key]
 	delete(c.pods, key)

@@ -21,12 +21,16 @@ type Namespace interface {
 	Path() string
 	// ID is the namespace's identity for the netns annotation (SO_NETNS_COOKIE, or the inode).
 	ID() (contract.NetnsID, error)
+	// Addrs lists the addresses of every interface in the namespace, read live: once the
+	// namespace is proven to be the pod's, they are the pod's addresses.
+	Addrs() ([]netip.Addr, error)
 	// Close releases the handle.
 	Close() error
 }
 
-// Finder finds the network namespace of a pod. Errors wrap netns.ErrNotFound, netns.ErrAmbiguous or
-// netns.ErrHostNamespace.
+// Finder finds the network namespace of a pod, proven to be that pod's by node-local evidence;
+// podIPs are only a hint. Errors wrap netns.ErrNotFound, netns.ErrNotProven, netns.ErrShared,
+// netns.ErrAmbiguous or netns.ErrHostNamespace.
 type Finder interface {
 	Find(ctx context.Context, podUID string, podIPs []netip.Addr) (Namespace, error)
 	// Forget drops the cached namespace of a pod (closing its fd).

@@ -13,41 +13,63 @@ import (
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
-// fakeNetns is a network namespace of the fakes: an identity and the IPs it holds.
+// fakeNetns is a network namespace of the fakes: an identity, the IPs it holds, and the pods whose
+// processes run in it (what the real finder's evidence, cgroups and CNI records, names).
 type fakeNetns struct {
-	id  contract.NetnsID
-	ips []netip.Addr
+	id     contract.NetnsID
+	ips    []netip.Addr
+	owners []string // pod UIDs
 }
 
 func (n *fakeNetns) path() string { return fmt.Sprintf("/run/netns/fake-%d", n.id.Value) }
 
-// fakeFinder finds namespaces the way netns.Finder does as far as the controller can tell: a
-// namespace is found for a pod when it holds one of the pod's IPs, the handle must be closed, a
-// cached handle (per UID) is returned until forgotten or until the IPs no longer match.
+func (n *fakeNetns) holdsAny(ips []netip.Addr) bool {
+	return slices.ContainsFunc(ips, func(a netip.Addr) bool { return slices.Contains(n.ips, a) })
+}
+
+// fakeFinder behaves like netns.Finder as far as the controller can tell. It resolves IPs
+// node-wide: every namespace of the node holding one of the asked IPs is a candidate, whoever's it
+// is. It returns only a candidate proven to be the asked pod's (the pod runs in it); a candidate
+// of other pods only is ErrNotProven, the pod's own one also running another pod's processes is
+// ErrShared, two of the pod's own are ErrAmbiguous, none at all ErrNotFound. Handles must be
+// closed; every handle given out is recorded with the UID it was given for.
 type fakeFinder struct {
 	mu        sync.Mutex
-	byUID     map[string]*fakeNetns // the namespace the "kubelet" made for each pod
-	cache     map[string]*fakeNetns
-	err       error // returned by Find when set
-	open      int   // handles not closed
+	nets      []*fakeNetns // the node's namespaces
+	err       error        // returned by Find when set
+	open      int          // handles not closed
 	finds     int
 	forgotten []string
+	given     []givenHandle
 }
 
-func newFakeFinder() *fakeFinder {
-	return &fakeFinder{byUID: map[string]*fakeNetns{}, cache: map[string]*fakeNetns{}}
+// givenHandle: Find(uid) returned namespace id.
+type givenHandle struct {
+	uid string
+	id  contract.NetnsID
 }
 
-// sandbox gives the pod a (new) namespace.
+func newFakeFinder() *fakeFinder { return &fakeFinder{} }
+
+// sandbox gives the pod a (new) namespace; its earlier namespace is gone (the kubelet re-created
+// the sandbox).
 func (f *fakeFinder) sandbox(uid string, cookie uint64, ips ...string) *fakeNetns {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := &fakeNetns{id: contract.NetnsID{Kind: contract.KindCookie, Value: cookie}}
+	f.nets = slices.DeleteFunc(f.nets, func(n *fakeNetns) bool { return slices.Equal(n.owners, []string{uid}) })
+	n := &fakeNetns{id: contract.NetnsID{Kind: contract.KindCookie, Value: cookie}, owners: []string{uid}}
 	for _, ip := range ips {
 		n.ips = append(n.ips, netip.MustParseAddr(ip))
 	}
-	f.byUID[uid] = n
+	f.nets = append(f.nets, n)
 	return n
+}
+
+// enter runs a process of pod uid in n (a privileged pod entering another's namespace).
+func (f *fakeFinder) enter(n *fakeNetns, uid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n.owners = append(n.owners, uid)
 }
 
 func (f *fakeFinder) Find(_ context.Context, uid string, ips []netip.Addr) (Namespace, error) {
@@ -57,25 +79,49 @@ func (f *fakeFinder) Find(_ context.Context, uid string, ips []netip.Addr) (Name
 	if f.err != nil {
 		return nil, f.err
 	}
-	holds := func(n *fakeNetns) bool {
-		return n != nil && slices.ContainsFunc(ips, func(a netip.Addr) bool { return slices.Contains(n.ips, a) })
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("pod UID %q: no pod IPs given", uid)
 	}
-	n := f.cache[uid]
-	if !holds(n) {
-		n = f.byUID[uid]
-		if !holds(n) {
-			return nil, fmt.Errorf("%w: no namespace holds %v", netns.ErrNotFound, ips)
+	var cands, proven []netns.Candidate
+	var own []*fakeNetns
+	for _, n := range f.nets {
+		if !n.holdsAny(ips) {
+			continue
 		}
-		f.cache[uid] = n
+		c := netns.Candidate{Strategy: netns.StrategyProcUID, Path: n.path(), Inode: n.id.Value, Holds: n.ips}
+		if slices.Contains(n.owners, uid) {
+			c.UIDMatch = true
+			proven = append(proven, c)
+			own = append(own, n)
+		} else {
+			c.Why = fmt.Sprintf("its processes are pod UIDs %v", n.owners)
+		}
+		cands = append(cands, c)
+	}
+	switch {
+	case len(cands) == 0:
+		return nil, fmt.Errorf("%w: no namespace holds %v", netns.ErrNotFound, ips)
+	case len(own) == 0:
+		return nil, &netns.NotProvenError{PodUID: uid, PodIPs: ips, Candidates: cands}
+	case len(own) > 1:
+		return nil, &netns.AmbiguousError{PodUID: uid, PodIPs: ips, Candidates: proven, Resolution: "several are the pod's"}
+	case len(own[0].owners) > 1:
+		others := map[string][]int{}
+		for _, o := range own[0].owners {
+			if o != uid {
+				others[o] = []int{1}
+			}
+		}
+		return nil, &netns.SharedError{PodUID: uid, Candidate: proven[0], PodPIDs: []int{1}, Others: others}
 	}
 	f.open++
-	return &fakeHandle{f: f, n: n}, nil
+	f.given = append(f.given, givenHandle{uid: uid, id: own[0].id})
+	return &fakeHandle{f: f, n: own[0]}, nil
 }
 
 func (f *fakeFinder) Forget(uid string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.cache, uid)
 	f.forgotten = append(f.forgotten, uid)
 }
 
@@ -88,6 +134,13 @@ type fakeHandle struct {
 func (h *fakeHandle) Do(fn func() error) error      { return fn() }
 func (h *fakeHandle) Path() string                  { return h.n.path() }
 func (h *fakeHandle) ID() (contract.NetnsID, error) { return h.n.id, nil }
+
+// Addrs lists loopback, a link-local address and the namespace's IPs, as a pod's namespace has.
+func (h *fakeHandle) Addrs() ([]netip.Addr, error) {
+	out := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("fe80::1")}
+	return append(out, h.n.ips...), nil
+}
+
 func (h *fakeHandle) Close() error {
 	if !h.closed {
 		h.closed = true
