@@ -1,0 +1,138 @@
+package nft
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+)
+
+// The benchmarks program fresh namespaces with the typical pod configuration (REDIRECT, IPv4,
+// rules.Default) and report the median and 90th percentile per pod:
+//
+//	go test -run '^$' -bench Nft -benchtime 200x ./netsetup/nft/
+//
+// Namespace creation is not timed; opening it is.
+
+// perPod times op once per iteration, each time in a fresh namespace, and reports percentiles.
+func perPod(b *testing.B, setup func(n *testutil.Netns), op func(n *testutil.Netns) error) {
+	samples := make([]time.Duration, 0, b.N)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		n := testutil.NewNetns(b)
+		if setup != nil {
+			setup(n)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := op(n); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	slices.Sort(samples)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(samples[len(samples)/2]), "ms-p50/pod")
+	b.ReportMetric(ms(samples[len(samples)*9/10]), "ms-p90/pod")
+}
+
+// BenchmarkNftApply: the whole nftables apply per pod: open the namespace, enter it, open the
+// netlink sockets, read our tables (none), one batch, read back and compare with the model's
+// canonical form (cached: computed once per configuration), routes (none for REDIRECT IPv4).
+func BenchmarkNftApply(b *testing.B) {
+	testutil.RequireRoot(b)
+	a, cfg := NewApplier(), rules.Default()
+	ctx := context.Background()
+	warm := testutil.NewNetns(b)
+	if _, err := a.Apply(ctx, openNS(b, warm), "bench", cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	perPod(b, nil, func(n *testutil.Netns) error {
+		h, err := netns.Open(n.Path)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		_, err = a.Apply(ctx, h, "bench", cfg)
+		return err
+	})
+}
+
+// BenchmarkNftApplyUnchanged: re-applying to a namespace that already holds the rules (the drift
+// check: read back, compare, write nothing).
+func BenchmarkNftApplyUnchanged(b *testing.B) {
+	testutil.RequireRoot(b)
+	a, cfg := NewApplier(), rules.Default()
+	ctx := context.Background()
+	h := openNS(b, testutil.NewNetns(b))
+	if _, err := a.Apply(ctx, h, "bench", cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	samples := make([]time.Duration, 0, b.N)
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if res, err := a.Apply(ctx, h, "bench", cfg); err != nil || res.Changed {
+			b.Fatalf("changed=%v err=%v", res.Changed, err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "ms-p50/pod")
+}
+
+// BenchmarkNftExecText: the same rules as Istio applies them, its transaction text piped to one
+// `nft -f -` exec (nft binary needed; skipped without it). Istio's istio-init adds pilot-agent's
+// start and its own probing on top (BenchmarkNftIstioNative).
+func BenchmarkNftExecText(b *testing.B) {
+	requireNft(b)
+	rs, err := Generate(rules.Default())
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := []byte(rs.Text())
+	perPod(b, nil, func(n *testutil.Netns) error {
+		cmd := exec.Command("ip", "netns", "exec", n.Name, "nft", "-f", "-")
+		cmd.Stdin = bytes.NewReader(text)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("nft -f: %v\n%s", err, out)
+		}
+		return nil
+	})
+}
+
+// BenchmarkNftIstioNative: Istio's own `pilot-agent istio-iptables --native-nftables` (what
+// istio-init runs with values.global.nativeNftables=true), same configuration. Build it with
+// `test/tools/build.sh pilot-agent`; it is looked for in PILOT_AGENT or the tools cache and the
+// benchmark is skipped without it. Timed through `ip netns exec` (the namespace switch included).
+func BenchmarkNftIstioNative(b *testing.B) {
+	requireNft(b)
+	agent := os.Getenv("PILOT_AGENT")
+	if agent == "" {
+		home, _ := os.UserHomeDir()
+		agent = filepath.Join(home, ".cache", "istio-pod-network-controller", "tools", "pilot-agent")
+	}
+	if _, err := os.Stat(agent); err != nil {
+		b.Skipf("pilot-agent not built (test/tools/build.sh pilot-agent): %v", err)
+	}
+	args := []string{"netns", "exec", "", agent, "istio-iptables", "--native-nftables", "-p", "15001", "-z", "15006",
+		"-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090",
+		"-o", "15020", "--log_output_level", "default:error"}
+	perPod(b, nil, func(n *testutil.Netns) error {
+		args[2] = n.Name
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			b.Fatalf("pilot-agent: %v\n%s", err, out)
+		}
+		return nil
+	})
+}
