@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,7 @@ func TestRenderRejectsBadInput(t *testing.T) {
 		"no -f":          {[]string{"render"}, "", "-f POD is required"},
 		"missing file":   {[]string{"render", "-f", "/nonexistent.yaml"}, "", "/nonexistent.yaml"},
 		"unknown cmd":    {[]string{"frobnicate"}, "", `unknown command "frobnicate"`},
+		"exploding pod":  {[]string{"render", "-f", "-"}, explodingPodYAML(), "istio.io/reroute-virtual-interfaces: 1000 elements, more than the limit of 32"},
 		"apply bad flag": {[]string{"apply", "--netns", "/x", "-f", "-", "--iptables-backend", "nftables"}, podYAML, `iptables backend "nftables"`},
 	}
 	for name, c := range cases {
@@ -72,6 +74,18 @@ func TestRenderRejectsBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// explodingPodYAML is the pod of the exhaustion finding: 15.6 KB of annotations for which Istio's
+// generator makes a million rules (1000 CIDRs, each repeated for 1000 virtual interfaces).
+func explodingPodYAML() string {
+	cidrs := make([]string, 1000)
+	for i := range cidrs {
+		cidrs[i] = fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)
+	}
+	return strings.Replace(podYAML, `traffic.sidecar.istio.io/excludeInboundPorts: "8081"`,
+		`traffic.sidecar.istio.io/includeOutboundIPRanges: "`+strings.Join(cidrs, ",")+`"
+    istio.io/reroute-virtual-interfaces: "`+strings.Repeat("net1,", 999)+`net1"`, 1)
 }
 
 // TestApplyTwice programs a real namespace through the command and checks the second run changes nothing.
