@@ -8,6 +8,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 GOFLAGS_BUILD = -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 IMAGE_REPO ?= ghcr.io/redhat-cop
 FUZZTIME  ?= 5s
+NODE      ?= real# make demo: real or simulated
 
 .PHONY: all build test unit fuzz injection-test chart-test bench demo demo-deps deps tools images lint clean
 
@@ -48,8 +49,8 @@ bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod bur
 	$(GO) test -run '^$$' -bench . -benchtime 30x ./netsetup/ ./initwait/...
 	E2E=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
 
-demo: demo-deps tools build ## a local control plane, a simulated node, the controller and a few mesh pods
-	$(GO) run ./test/demo
+demo: demo-deps tools build ## a real node here (kubelet, containerd, the chart installed with helm), mesh pods released, what an admin sees; NODE=simulated: the simulated node
+	$(GO) run ./test/demo -node=$(NODE)
 
 demo-deps:
 	@test/tools/deps.sh --root-for "make demo"

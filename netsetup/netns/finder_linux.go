@@ -25,6 +25,9 @@ type Finder struct {
 	self   *Handle // the controller's own network namespace
 	hostID contract.NetnsID
 	host   []Key // self, and PID 1 of ProcDir when readable: never returned
+	// selfPods are the pod UIDs of the controller's own cgroup (it runs in a pod of the DaemonSet):
+	// its processes, and the commands it runs inside a namespace, count as host processes.
+	selfPods []string
 
 	mu      sync.Mutex
 	cache   map[string]*cacheEntry // by pod UID as given
@@ -66,6 +69,9 @@ func New(opts Options) (*Finder, error) {
 		cache: map[string]*cacheEntry{}, proofs: map[uint64]proofEntry{}}
 	if k, err := statKey(opts.ProcDir + "/1/ns/net"); err == nil && k != self.Key() {
 		f.host = append(f.host, k)
+	}
+	if data, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		f.selfPods = cgroupPodUIDs(string(data))
 	}
 	return f, nil
 }

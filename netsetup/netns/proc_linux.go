@@ -27,7 +27,7 @@ type nsProcs struct {
 	pids    []int            // the first few, for messages
 	read    bool             // the cgroups were read: pods, host and unknown are set
 	pods    map[string][]int // normalized pod UID → its processes in it (the first few)
-	host    int              // processes in it that run in no pod's cgroup
+	host    int              // processes in it in no pod's cgroup, or in the controller's own
 	unknown int              // processes in it whose cgroup could not be read
 }
 
@@ -88,7 +88,9 @@ func (s *search) podsIn(np *nsProcs) *nsProcs {
 			}
 			continue
 		}
-		uids := cgroupPodUIDs(string(data))
+		uids := slices.DeleteFunc(cgroupPodUIDs(string(data)), func(uid string) bool {
+			return slices.Contains(s.f.selfPods, uid) // the controller, and what it runs
+		})
 		if len(uids) == 0 {
 			np.host++
 		}

@@ -46,7 +46,8 @@ func TestFindRefusesAnotherPodsNamespace(t *testing.T) {
 }
 
 // TestSharedNamespaceRefused: a namespace running processes of two pods (a privileged pod entered
-// it) is refused for either; host processes that entered it (nsenter, the controller) are not pods.
+// it) is refused for either; host processes that entered it (nsenter, the controller and what it
+// runs) are not pods.
 func TestSharedNamespaceRefused(t *testing.T) {
 	testutil.RequireRoot(t)
 	uidA, uidB := newUID(), newUID()
@@ -59,6 +60,15 @@ func TestSharedNamespaceRefused(t *testing.T) {
 	h := mustFind(t, f, uidA, []netip.Addr{ip}, s.key(t))
 	if p := h.Proof(); p.HostProcs != 1 || !slices.Equal(p.PIDs, []int{s.PID}) {
 		t.Errorf("Proof = %+v, want pid %d and 1 host process (%d)", p, s.PID, hostPID)
+	}
+
+	// The controller runs in a pod of its DaemonSet: what it runs inside the namespace (an
+	// iptables-restore) is in its own pod's cgroup, and is a host process too.
+	uidC := newUID()
+	f.selfPods = []string{uidC}
+	s.enter(t, podCgroup(t, uidC))
+	if p := mustFind(t, f, uidA, []netip.Addr{ip}, s.key(t)).Proof(); p.HostProcs != 2 {
+		t.Errorf("Proof = %+v, want 2 host processes (one in the controller's cgroup)", p)
 	}
 
 	intruder := s.enter(t, podCgroup(t, uidB))
