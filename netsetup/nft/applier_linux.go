@@ -52,12 +52,12 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 		res.Families = contract.FamiliesDual
 	}
 	err = ns.Do(func() error {
-		conn, nc, err := dial()
+		nc, err := dial()
 		if err != nil {
 			return err
 		}
-		defer closeAll(conn, nc)
-		changed, err := syncTables(conn, nc, rs, want, write)
+		defer nc.Close()
+		changed, err := syncTables(nc, rs, want, write)
 		if err != nil {
 			return err
 		}
@@ -73,8 +73,8 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 
 // syncTables compares the live tables with want and, when they differ and write is set, replaces
 // them in one batch and checks the result.
-func syncTables(conn *nftables.Conn, nc *netlink.Conn, rs *Ruleset, want State, write bool) (bool, error) {
-	have, err := readState(conn, nc)
+func syncTables(nc *netlink.Conn, rs *Ruleset, want State, write bool) (bool, error) {
+	have, err := readState(nc)
 	if err != nil {
 		return false, err
 	}
@@ -89,10 +89,10 @@ func syncTables(conn *nftables.Conn, nc *netlink.Conn, rs *Ruleset, want State, 
 	for _, t := range have {
 		live[t.Name] = true
 	}
-	if err := writeTables(conn, rs, live); err != nil {
+	if err := writeTables(nc, rs, live); err != nil {
 		return false, err
 	}
-	if have, err = readState(conn, nc); err != nil {
+	if have, err = readState(nc); err != nil {
 		return true, err
 	}
 	if ok, diff := want.Equal(have); !ok {
@@ -104,63 +104,37 @@ func syncTables(conn *nftables.Conn, nc *netlink.Conn, rs *Ruleset, want State, 
 // writeTables sends one atomic batch: each of our live tables is deleted (with its chains, rules
 // and anonymous sets), and each table of the model is created with its chains, then its rules in
 // their final order. Either all of it applies or none.
-func writeTables(conn *nftables.Conn, rs *Ruleset, live map[string]bool) error {
+func writeTables(nc *netlink.Conn, rs *Ruleset, live map[string]bool) error {
+	b := &batch{}
 	for _, name := range ourTables {
-		t := &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
 		if live[name] {
-			conn.DelTable(t)
+			if err := b.delTable(name); err != nil {
+				return err
+			}
 		}
-		mt := rs.Table(name)
-		if mt == nil {
+		t := rs.Table(name)
+		if t == nil {
 			continue
 		}
-		conn.AddTable(t)
-		chains := map[string]*nftables.Chain{}
-		for _, c := range mt.Chains {
-			chains[c.Name] = conn.AddChain(chainOf(t, c))
+		if err := b.addTable(name); err != nil {
+			return err
 		}
-		for _, c := range mt.Chains {
+		for _, c := range t.Chains {
+			if err := b.addChain(name, c); err != nil {
+				return err
+			}
+		}
+		for _, c := range t.Chains {
 			for _, r := range c.Rules {
-				if err := addRule(conn, t, chains[c.Name], r); err != nil {
+				if err := b.addRule(name, c.Name, r); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	if err := conn.Flush(); err != nil {
+	if err := b.send(nc); err != nil {
 		return fmt.Errorf("nftables batch: %w", err)
 	}
-	return nil
-}
-
-func chainOf(t *nftables.Table, c *Chain) *nftables.Chain {
-	ch := &nftables.Chain{Name: c.Name, Table: t}
-	if c.Base == nil {
-		return ch
-	}
-	hooks := map[string]*nftables.ChainHook{"prerouting": nftables.ChainHookPrerouting, "output": nftables.ChainHookOutput}
-	prio := nftables.ChainPriority(c.Base.Priority)
-	ch.Type, ch.Hooknum, ch.Priority = nftables.ChainType(c.Base.Type), hooks[c.Base.Hook], &prio
-	return ch
-}
-
-func addRule(conn *nftables.Conn, t *nftables.Table, c *nftables.Chain, r Rule) error {
-	comp, err := r.Compile()
-	if err != nil {
-		return err
-	}
-	for i, ports := range comp.Sets {
-		s := &nftables.Set{Table: t, Anonymous: true, Constant: true, KeyType: nftables.TypeInetService}
-		elems := make([]nftables.SetElement, len(ports))
-		for j, p := range ports {
-			elems[j] = nftables.SetElement{Key: be16(p)}
-		}
-		if err := conn.AddSet(s, elems); err != nil {
-			return fmt.Errorf("rule %q: anonymous set: %w", r.Text(), err)
-		}
-		comp.Lookups[i].SetName, comp.Lookups[i].SetID = s.Name, s.ID
-	}
-	conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: comp.Exprs})
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -23,15 +22,15 @@ func (a *Applier) canonical(rs *Ruleset) (State, error) {
 		return st, nil
 	}
 	st, err := inScratchNamespace(func() (State, error) {
-		conn, nc, err := dial()
+		nc, err := dial()
 		if err != nil {
 			return nil, err
 		}
-		defer closeAll(conn, nc)
-		if err := writeTables(conn, rs, nil); err != nil {
+		defer nc.Close()
+		if err := writeTables(nc, rs, nil); err != nil {
 			return nil, err
 		}
-		return readState(conn, nc)
+		return readState(nc)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("canonical form of the nftables rules (scratch namespace): %w", err)
@@ -82,21 +81,11 @@ func inScratchNamespace(fn func() (State, error)) (State, error) {
 	return r.st, r.err
 }
 
-// dial opens the nftables connection and the raw netfilter socket in the calling thread's namespace.
-func dial() (*nftables.Conn, *netlink.Conn, error) {
-	conn, err := nftables.New(nftables.AsLasting())
-	if err != nil {
-		return nil, nil, fmt.Errorf("open nftables netlink: %w", err)
-	}
+// dial opens a netfilter netlink socket in the calling thread's namespace.
+func dial() (*netlink.Conn, error) {
 	nc, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
-		conn.CloseLasting()
-		return nil, nil, fmt.Errorf("open netfilter netlink: %w", err)
+		return nil, fmt.Errorf("open netfilter netlink: %w", err)
 	}
-	return conn, nc, nil
-}
-
-func closeAll(conn *nftables.Conn, nc *netlink.Conn) {
-	_ = conn.CloseLasting()
-	_ = nc.Close()
+	return nc, nil
 }

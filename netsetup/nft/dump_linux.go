@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 
@@ -136,4 +137,106 @@ func describeLookup(data []byte, sets map[string]string) (string, error) {
 		return "", fmt.Errorf("lookup of unknown set %q", set)
 	}
 	return fmt.Sprintf("lookup %s %s", strings.Join(rest, ","), elems), nil
+}
+
+// dump sends one dump request of type typ for the inet family and returns the replies' attributes.
+func dump(nc *netlink.Conn, typ uint16) ([][]byte, error) {
+	msgs, err := nc.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: netlink.Request | netlink.Dump},
+		Data:   nfgen(unix.NFPROTO_INET),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(msgs))
+	for _, m := range msgs {
+		if len(m.Data) >= 4 {
+			out = append(out, m.Data[4:])
+		}
+	}
+	return out, nil
+}
+
+// dumpTables lists the names of the inet tables.
+func dumpTables(nc *netlink.Conn) ([]string, error) {
+	replies, err := dump(nc, unix.NFT_MSG_GETTABLE)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, data := range replies {
+		ad, err := netlink.NewAttributeDecoder(data)
+		if err != nil {
+			return nil, err
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_TABLE_NAME {
+				names = append(names, ad.String())
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
+}
+
+// rawChain is one chain as the kernel dumps it; hook is "" for a regular chain.
+type rawChain struct {
+	table, name, hook string
+}
+
+// dumpChains lists the inet chains in the kernel's order.
+func dumpChains(nc *netlink.Conn) ([]rawChain, error) {
+	replies, err := dump(nc, unix.NFT_MSG_GETCHAIN)
+	if err != nil {
+		return nil, err
+	}
+	hooks := map[uint32]string{unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input",
+		unix.NF_INET_FORWARD: "forward", unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting"}
+	var out []rawChain
+	for _, data := range replies {
+		ad, err := netlink.NewAttributeDecoder(data)
+		if err != nil {
+			return nil, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		var c rawChain
+		var typ, policy string
+		var hook string
+		var prio int32
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_CHAIN_TABLE:
+				c.table = ad.String()
+			case unix.NFTA_CHAIN_NAME:
+				c.name = ad.String()
+			case unix.NFTA_CHAIN_TYPE:
+				typ = ad.String()
+			case unix.NFTA_CHAIN_POLICY:
+				policy = map[uint32]string{1: "accept", 0: "drop"}[ad.Uint32()]
+			case unix.NFTA_CHAIN_HOOK:
+				ad.Nested(func(h *netlink.AttributeDecoder) error {
+					h.ByteOrder = binary.BigEndian
+					for h.Next() {
+						switch h.Type() {
+						case unix.NFTA_HOOK_HOOKNUM:
+							hook = hooks[h.Uint32()]
+						case unix.NFTA_HOOK_PRIORITY:
+							prio = int32(h.Uint32())
+						}
+					}
+					return nil
+				})
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, err
+		}
+		if hook != "" {
+			c.hook = hookString(typ, hook, prio, policy)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

@@ -90,44 +90,37 @@ func chainNames(cs []ChainState) string {
 	return strings.Join(n, ", ")
 }
 
-var hookNames = map[nftables.ChainHook]string{
-	*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input",
-	*nftables.ChainHookForward: "forward", *nftables.ChainHookOutput: "output",
-	*nftables.ChainHookPostrouting: "postrouting",
-}
-
 func hookString(typ, hook string, prio int32, policy string) string {
 	return fmt.Sprintf("type %s hook %s priority %d policy %s", typ, hook, prio, policy)
 }
 
-// readState reads our tables from the kernel: tables, chains and sets through conn, the rules as
-// the kernel encodes them through one raw dump on nc.
-func readState(conn *nftables.Conn, nc *netlink.Conn) (State, error) {
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+// readState reads our tables from the kernel as it encodes them: tables, chains and rules in one
+// raw dump each on nc; sets (only when a rule looks one up) through google/nftables.
+func readState(nc *netlink.Conn) (State, error) {
+	tables, err := dumpTables(nc)
 	if err != nil {
 		return nil, fmt.Errorf("list inet tables: %w", err)
 	}
-	present := map[string]*nftables.Table{}
-	for _, t := range tables {
-		present[t.Name] = t
-	}
-	var chains []*nftables.Chain
-	var rules map[string][]rawRule
-	if len(present) > 0 {
-		if chains, err = conn.ListChainsOfTableFamily(nftables.TableFamilyINet); err != nil {
-			return nil, fmt.Errorf("list inet chains: %w", err)
-		}
-		if rules, err = dumpRules(nc); err != nil {
-			return nil, fmt.Errorf("list inet rules: %w", err)
-		}
-	}
-	var st State
+	var present []string
 	for _, name := range ourTables {
-		t := present[name]
-		if t == nil {
-			continue
+		if slices.Contains(tables, name) {
+			present = append(present, name)
 		}
-		ts, err := readTable(conn, t, chains, rules)
+	}
+	if len(present) == 0 {
+		return nil, nil
+	}
+	chains, err := dumpChains(nc)
+	if err != nil {
+		return nil, fmt.Errorf("list inet chains: %w", err)
+	}
+	rules, err := dumpRules(nc)
+	if err != nil {
+		return nil, fmt.Errorf("list inet rules: %w", err)
+	}
+	st := make(State, 0, len(present))
+	for _, name := range present {
+		ts, err := readTable(name, chains, rules)
 		if err != nil {
 			return nil, fmt.Errorf("table inet %s: %w", name, err)
 		}
@@ -136,47 +129,39 @@ func readState(conn *nftables.Conn, nc *netlink.Conn) (State, error) {
 	return st, nil
 }
 
-func readTable(conn *nftables.Conn, t *nftables.Table, chains []*nftables.Chain, rules map[string][]rawRule) (TableState, error) {
-	ts := TableState{Name: t.Name}
+func readTable(name string, chains []rawChain, rules map[string][]rawRule) (TableState, error) {
+	ts := TableState{Name: name}
 	var sets map[string]string
 	for _, c := range chains {
-		if c.Table.Name != t.Name {
+		if c.table != name {
 			continue
 		}
-		cs := ChainState{Name: c.Name}
-		if c.Hooknum != nil {
-			prio, policy := int32(0), "accept"
-			if c.Priority != nil {
-				prio = int32(*c.Priority)
-			}
-			if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
-				policy = "drop"
-			}
-			cs.Hook = hookString(string(c.Type), hookNames[*c.Hooknum], prio, policy)
-		}
-		for _, r := range rules[t.Name+" "+c.Name] {
+		cs := ChainState{Name: c.name, Hook: c.hook}
+		for _, r := range rules[name+" "+c.name] {
 			if sets == nil && r.hasLookup {
 				var err error
-				if sets, err = readSets(conn, t); err != nil {
+				if sets, err = readSets(name); err != nil {
 					return ts, err
 				}
 			}
 			d, err := r.describe(sets)
 			if err != nil {
-				return ts, fmt.Errorf("chain %s: %w", c.Name, err)
+				return ts, fmt.Errorf("chain %s: %w", c.name, err)
 			}
 			cs.Rules = append(cs.Rules, d)
 		}
 		ts.Chains = append(ts.Chains, cs)
 	}
-	// The kernel lists chains in creation order; ours are created in the model's order, and a
-	// chain created by anyone else is a difference either way.
 	return ts, nil
 }
 
 // readSets returns the comparable form of every set of t, by name.
-func readSets(conn *nftables.Conn, t *nftables.Table) (map[string]string, error) {
-	sets, err := conn.GetSets(t)
+func readSets(table string) (map[string]string, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, err
+	}
+	sets, err := conn.GetSets(&nftables.Table{Family: nftables.TableFamilyINet, Name: table})
 	if err != nil {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}

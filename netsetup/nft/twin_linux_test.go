@@ -28,12 +28,12 @@ func liveState(t testing.TB, h *netns.Handle) State {
 	t.Helper()
 	var st State
 	err := h.Do(func() error {
-		conn, nc, err := dial()
+		nc, err := dial()
 		if err != nil {
 			return err
 		}
-		defer closeAll(conn, nc)
-		st, err = readState(conn, nc)
+		defer nc.Close()
+		st, err = readState(nc)
 		return err
 	})
 	if err != nil {
