@@ -33,7 +33,9 @@ type claimant struct {
 	uid types.UID
 }
 
-func (o claimant) String() string { return fmt.Sprintf("%s/%s (UID %s)", o.key.Namespace, o.key.Name, o.uid) }
+func (o claimant) String() string {
+	return fmt.Sprintf("%s/%s (UID %s)", o.key.Namespace, o.key.Name, o.uid)
+}
 
 // claimed is the claim a pod (by key) holds.
 type claimed struct {

@@ -55,11 +55,17 @@ func newFixture(t *testing.T, pods ...*corev1.Pod) *fixture {
 	for i, p := range pods {
 		objs[i] = p.DeepCopy()
 	}
-	client := fake.NewClientset(objs...)
+	return newFixtureOver(t, ctx, fake.NewClientset(objs...), newFakeFinder(), newFakeApplier(), pods...)
+}
+
+// newFixtureOver is a fixture whose controller works with an existing API server (client) and
+// node (finder, applier): a restarted controller. Its informer cache holds pods.
+func newFixtureOver(t *testing.T, ctx context.Context, client *fake.Clientset, finder *fakeFinder, applier *fakeApplier, pods ...*corev1.Pod) *fixture {
+	t.Helper()
 	pi := informers.NewSharedInformerFactory(client, 0).Core().V1().Pods()
 	f := &fixture{
 		t: t, ctx: ctx, client: client, informer: pi.Informer(),
-		finder: newFakeFinder(), applier: newFakeApplier(), recorder: record.NewFakeRecorder(100),
+		finder: finder, applier: applier, recorder: record.NewFakeRecorder(100),
 		limiter: &recordingLimiter{TypedRateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[Key](20*time.Millisecond, 30*time.Second)},
 		clock:   time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
