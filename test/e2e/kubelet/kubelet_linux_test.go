@@ -173,7 +173,7 @@ func TestSimulatedKubelet(t *testing.T) {
 		s := p.Status.InitContainerStatuses
 		return p.Status.Phase == corev1.PodPending && s[0].State.Running != nil && s[0].RestartCount == 1
 	})
-	waitFor(t, "the wait container to call the annotation stale", func() bool {
+	testutil.Eventually(t, time.Minute, "the wait container to call the annotation stale", func() bool {
 		return strings.Contains(k.WaitLogs(pod.UID), "stale")
 	})
 	h2, err := k.OpenNetns(pod.UID)
@@ -210,11 +210,11 @@ func TestSimulatedKubelet(t *testing.T) {
 	if err := pods.Delete(ctx, "p1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "p1 to be deleted", func() bool {
+	testutil.Eventually(t, time.Minute, "p1 to be deleted", func() bool {
 		_, err := pods.Get(ctx, "p1", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-	waitFor(t, "p1's sandbox to go", func() bool {
+	testutil.Eventually(t, time.Minute, "p1's sandbox to go", func() bool {
 		_, err := os.Stat(sb2.NetnsPath)
 		_, ok := k.Sandbox(pod.UID)
 		return os.IsNotExist(err) && !ok
@@ -280,7 +280,7 @@ func patchAnnotations(t *testing.T, ctx context.Context, c *cluster.Cluster, pod
 func waitPod(t *testing.T, c *cluster.Cluster, pod *corev1.Pod, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
 	var last *corev1.Pod
-	waitFor(t, pod.Name+": "+what, func() bool {
+	testutil.Eventually(t, time.Minute, pod.Name+": "+what, func() bool {
 		p, err := c.Client.CoreV1().Pods(pod.Namespace).Get(context.Background(), pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return false
@@ -289,17 +289,6 @@ func waitPod(t *testing.T, c *cluster.Cluster, pod *corev1.Pod, what string, con
 		return cond(p)
 	})
 	return last
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func podCgroup(pod *corev1.Pod) string {
