@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
@@ -73,7 +72,7 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 
 // syncTables compares the live tables with want and, when they differ and write is set, replaces
 // them in one batch and checks the result.
-func syncTables(nc *netlink.Conn, rs *Ruleset, want State, write bool) (bool, error) {
+func syncTables(nc *conn, rs *Ruleset, want State, write bool) (bool, error) {
 	have, err := readState(nc)
 	if err != nil {
 		return false, err
@@ -104,7 +103,7 @@ func syncTables(nc *netlink.Conn, rs *Ruleset, want State, write bool) (bool, er
 // writeTables sends one atomic batch: each of our live tables is deleted (with its chains, rules
 // and anonymous sets), and each table of the model is created with its chains, then its rules in
 // their final order. Either all of it applies or none.
-func writeTables(nc *netlink.Conn, rs *Ruleset, live map[string]bool) error {
+func writeTables(nc *conn, rs *Ruleset, live map[string]bool) error {
 	b := &batch{}
 	for _, name := range ourTables {
 		if live[name] {

@@ -137,8 +137,8 @@ func (b *batch) addRule(table, chain string, r Rule) error {
 
 // send wraps the messages in BATCH_BEGIN/BATCH_END, sends them in one write and waits for the
 // acknowledgement of the last one; any error the kernel reports fails the batch (and the kernel
-// has then applied none of it). The socket must not be used for anything else after an error.
-func (b *batch) send(nc *netlink.Conn) error {
+// has then applied none of it).
+func (b *batch) send(nc *conn) error {
 	if len(b.msgs) == 0 {
 		return nil
 	}
@@ -150,20 +150,13 @@ func (b *batch) send(nc *netlink.Conn) error {
 		}
 	}
 	all := append(append([]netlink.Message{ctl(unix.NFNL_MSG_BATCH_BEGIN)}, b.msgs...), ctl(unix.NFNL_MSG_BATCH_END))
-	sent, err := nc.SendMessages(all)
+	if _, err := nc.send(all); err != nil {
+		return err
+	}
+	last := all[len(all)-2].Header.Sequence
+	_, err := nc.receive(func(m netlink.Message) bool { return m.Header.Type == netlink.Error && m.Header.Sequence == last })
 	if err != nil {
-		return fmt.Errorf("send: %w", err)
+		return fmt.Errorf("nf_tables transaction of %d messages refused: %w", len(b.msgs), err)
 	}
-	last := sent[len(sent)-2].Header.Sequence
-	for {
-		msgs, err := nc.Receive() // an error message of the kernel comes back as err
-		if err != nil {
-			return fmt.Errorf("nf_tables transaction of %d messages refused: %w", len(b.msgs), err)
-		}
-		for _, m := range msgs {
-			if m.Header.Type == netlink.Error && m.Header.Sequence == last {
-				return nil
-			}
-		}
-	}
+	return nil
 }

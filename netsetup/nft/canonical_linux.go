@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,13 +78,4 @@ func inScratchNamespace(fn func() (State, error)) (State, error) {
 	}()
 	r := <-ch
 	return r.st, r.err
-}
-
-// dial opens a netfilter netlink socket in the calling thread's namespace.
-func dial() (*netlink.Conn, error) {
-	nc, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, fmt.Errorf("open netfilter netlink: %w", err)
-	}
-	return nc, nil
 }

@@ -23,26 +23,16 @@ type rawExpr struct {
 	data []byte
 }
 
-// dumpRules dumps every rule of the inet family in one netlink request, by "table chain", in the
+// dumpRules dumps every rule of the inet family in one request, by "table chain", in the
 // kernel's order.
-func dumpRules(nc *netlink.Conn) (map[string][]rawRule, error) {
-	req := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: []byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0},
-	}
-	msgs, err := nc.Execute(req)
+func dumpRules(nc *conn) (map[string][]rawRule, error) {
+	replies, err := nc.dump(unix.NFT_MSG_GETRULE)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]rawRule{}
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		table, chain, r, err := parseRule(m.Data[4:])
+	for _, data := range replies {
+		table, chain, r, err := parseRule(data)
 		if err != nil {
 			return nil, err
 		}
@@ -139,27 +129,9 @@ func describeLookup(data []byte, sets map[string]string) (string, error) {
 	return fmt.Sprintf("lookup %s %s", strings.Join(rest, ","), elems), nil
 }
 
-// dump sends one dump request of type typ for the inet family and returns the replies' attributes.
-func dump(nc *netlink.Conn, typ uint16) ([][]byte, error) {
-	msgs, err := nc.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: netlink.Request | netlink.Dump},
-		Data:   nfgen(unix.NFPROTO_INET),
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]byte, 0, len(msgs))
-	for _, m := range msgs {
-		if len(m.Data) >= 4 {
-			out = append(out, m.Data[4:])
-		}
-	}
-	return out, nil
-}
-
 // dumpTables lists the names of the inet tables.
-func dumpTables(nc *netlink.Conn) ([]string, error) {
-	replies, err := dump(nc, unix.NFT_MSG_GETTABLE)
+func dumpTables(nc *conn) ([]string, error) {
+	replies, err := nc.dump(unix.NFT_MSG_GETTABLE)
 	if err != nil {
 		return nil, err
 	}
@@ -187,8 +159,8 @@ type rawChain struct {
 }
 
 // dumpChains lists the inet chains in the kernel's order.
-func dumpChains(nc *netlink.Conn) ([]rawChain, error) {
-	replies, err := dump(nc, unix.NFT_MSG_GETCHAIN)
+func dumpChains(nc *conn) ([]rawChain, error) {
+	replies, err := nc.dump(unix.NFT_MSG_GETCHAIN)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/mdlayher/netlink"
 )
 
 // ourTables are Istio's table names, in Istio's order.
@@ -96,7 +95,7 @@ func hookString(typ, hook string, prio int32, policy string) string {
 
 // readState reads our tables from the kernel as it encodes them: tables, chains and rules in one
 // raw dump each on nc; sets (only when a rule looks one up) through google/nftables.
-func readState(nc *netlink.Conn) (State, error) {
+func readState(nc *conn) (State, error) {
 	tables, err := dumpTables(nc)
 	if err != nil {
 		return nil, fmt.Errorf("list inet tables: %w", err)
