@@ -2,6 +2,7 @@ package nft
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -41,66 +42,90 @@ func dumpRules(nc *conn) (map[string][]rawRule, error) {
 	return out, nil
 }
 
-func parseRule(data []byte) (table, chain string, r rawRule, err error) {
-	ad, err := netlink.NewAttributeDecoder(data)
-	if err != nil {
-		return "", "", r, err
+// walk calls fn for each netlink attribute in b (type without the nested and byte-order flags);
+// it fails on a truncated attribute. It allocates nothing.
+func walk(b []byte, fn func(typ uint16, data []byte) error) error {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[:2]))
+		if l < 4 || l > len(b) {
+			return fmt.Errorf("netlink attribute of %d bytes in %d", l, len(b))
+		}
+		if err := fn(binary.NativeEndian.Uint16(b[2:4])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[4:l]); err != nil {
+			return err
+		}
+		b = b[min((l+3)&^3, len(b)):]
 	}
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_RULE_TABLE:
-			table = ad.String()
-		case unix.NFTA_RULE_CHAIN:
-			chain = ad.String()
-		case unix.NFTA_RULE_USERDATA:
-			r.userdata = ad.Bytes()
-		case unix.NFTA_RULE_EXPRESSIONS:
-			ad.Nested(func(list *netlink.AttributeDecoder) error {
-				for list.Next() {
-					list.Nested(func(e *netlink.AttributeDecoder) error {
-						var x rawExpr
-						for e.Next() {
-							switch e.Type() {
-							case unix.NFTA_EXPR_NAME:
-								x.name = e.String()
-							case unix.NFTA_EXPR_DATA:
-								x.data = e.Bytes()
-							}
-						}
-						r.hasLookup = r.hasLookup || x.name == "lookup"
-						r.exprs = append(r.exprs, x)
-						return nil
-					})
-				}
-				return nil
-			})
+	return nil
+}
+
+func cstring(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
 		}
 	}
-	return table, chain, r, ad.Err()
+	return string(b)
+}
+
+func parseRule(data []byte) (table, chain string, r rawRule, err error) {
+	err = walk(data, func(typ uint16, v []byte) error {
+		switch typ {
+		case unix.NFTA_RULE_TABLE:
+			table = cstring(v)
+		case unix.NFTA_RULE_CHAIN:
+			chain = cstring(v)
+		case unix.NFTA_RULE_USERDATA:
+			r.userdata = v
+		case unix.NFTA_RULE_EXPRESSIONS:
+			return walk(v, func(_ uint16, elem []byte) error {
+				var x rawExpr
+				err := walk(elem, func(t uint16, d []byte) error {
+					switch t {
+					case unix.NFTA_EXPR_NAME:
+						x.name = cstring(d)
+					case unix.NFTA_EXPR_DATA:
+						x.data = d
+					}
+					return nil
+				})
+				r.hasLookup = r.hasLookup || x.name == "lookup"
+				r.exprs = append(r.exprs, x)
+				return err
+			})
+		}
+		return nil
+	})
+	return table, chain, r, err
 }
 
 // describe is the comparable form of the rule: each expression's name and data as the kernel
 // encodes it, except a counter's values and a lookup's set, which is named by its contents.
 func (r rawRule) describe(sets map[string]string) (string, error) {
-	parts := make([]string, 0, len(r.exprs)+1)
-	for _, x := range r.exprs {
+	var b strings.Builder
+	b.Grow(64 * len(r.exprs))
+	for i, x := range r.exprs {
+		if i > 0 {
+			b.WriteString("; ")
+		}
 		switch x.name {
 		case "counter":
-			parts = append(parts, "counter")
+			b.WriteString("counter")
 		case "lookup":
 			d, err := describeLookup(x.data, sets)
 			if err != nil {
 				return "", err
 			}
-			parts = append(parts, d)
+			b.WriteString(d)
 		default:
-			parts = append(parts, fmt.Sprintf("%s %x", x.name, x.data))
+			b.WriteString(x.name)
+			b.WriteByte(' ')
+			b.WriteString(hex.EncodeToString(x.data))
 		}
 	}
 	if len(r.userdata) > 0 {
-		parts = append(parts, fmt.Sprintf("userdata %x", r.userdata))
+		b.WriteString("; userdata " + hex.EncodeToString(r.userdata))
 	}
-	return strings.Join(parts, "; "), nil
+	return b.String(), nil
 }
 
 func describeLookup(data []byte, sets map[string]string) (string, error) {
