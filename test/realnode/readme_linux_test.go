@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -173,38 +174,12 @@ func runREADME(t *testing.T, lines []string, pod, ns, tools, kubeconfig string) 
 }
 
 // checkREADMELine checks one line's result against what the README says it shows, for a released
-// pod (ok) or a refused one. A line this test does not know fails it: a new README command needs
-// its check here.
+// pod (ok) or a refused one.
 func checkREADMELine(t *testing.T, line string, r readmeResult, ok bool, node string) {
 	t.Helper()
-	want, code := []string{}, 0
-	switch {
-	case strings.Contains(line, "{.metadata.annotations}"):
-		want = []string{`"pod-network-controller.istio.io/status":"failed"`, `"pod-network-controller.istio.io/reason":`, "excludeOutboundPorts"}
-		if ok {
-			want = []string{`"pod-network-controller.istio.io/status":"ready"`, `"pod-network-controller.istio.io/netns":"cookie:`,
-				`"pod-network-controller.istio.io/rules":`, `"pod-network-controller.istio.io/families":"ipv4"`}
-		}
-	case strings.Contains(line, "describe pod"):
-		want = []string{"istio-pod-network-controller", "InvalidConfiguration", "excludeOutboundPorts"}
-		if ok {
-			want = []string{"istio-pod-network-controller", "Programmed", harness.WaitContainer, "Completed"}
-		}
-	case regexp.MustCompile(`^[A-Z]+=\$\(`).MatchString(line):
-		// An assignment: no output.
-	case strings.Contains(line, " inspect "):
-		// From inside the controller's pod on the pod's node: the chart's /host mounts, found by
-		// inspect itself.
-		want = []string{"in the controller's container: its --host-proc=/host/proc --netns-dirs=/host/",
-			"NOT PROGRAMMED", "failed"}
-		code = 4
-		if ok {
-			want = []string{"in the controller's container: its --host-proc=/host/proc --netns-dirs=/host/",
-				"Verdict:      OK", "Namespace:    cookie:"}
-			code = 0
-		}
-	default:
-		t.Fatalf("README command %q: this test has no check for it; add one", line)
+	want, code, known := readmeExpectation(line, ok)
+	if !known {
+		t.Fatalf("README command %q: this test has no check for it; add one to readmeExpectation", line)
 	}
 	if r.code != code {
 		t.Errorf("%s: exit %d, want %d:\n%s", line, r.code, code, r.out)
@@ -216,5 +191,51 @@ func checkREADMELine(t *testing.T, line string, r readmeResult, ok bool, node st
 		if !strings.Contains(r.out, w) {
 			t.Errorf("%s: output lacks %q (node %s):\n%s", line, w, node, r.out)
 		}
+	}
+}
+
+// readmeExpectation is what a README troubleshooting line shows and its exit code, for a released
+// pod (ok) or a refused one; known is false for a line this test does not know (a new README
+// command needs its check here).
+func readmeExpectation(line string, ok bool) (want []string, code int, known bool) {
+	const inContainer = "in the controller's container: its --host-proc=/host/proc --netns-dirs=/host/"
+	switch {
+	case strings.Contains(line, "{.metadata.annotations}"):
+		if ok {
+			return []string{`"pod-network-controller.istio.io/status":"ready"`, `"pod-network-controller.istio.io/netns":"cookie:`,
+				`"pod-network-controller.istio.io/rules":`, `"pod-network-controller.istio.io/families":"ipv4"`}, 0, true
+		}
+		return []string{`"pod-network-controller.istio.io/status":"failed"`, `"pod-network-controller.istio.io/reason":`, "excludeOutboundPorts"}, 0, true
+	case strings.Contains(line, "describe pod"):
+		if ok {
+			return []string{"istio-pod-network-controller", "Programmed", harness.WaitContainer, "Completed"}, 0, true
+		}
+		return []string{"istio-pod-network-controller", "InvalidConfiguration", "excludeOutboundPorts"}, 0, true
+	case assignment.MatchString(line):
+		return nil, 0, true // no output
+	case strings.Contains(line, " inspect "):
+		// From inside the controller's pod on the pod's node: the chart's /host mounts, found by
+		// inspect itself; exit 4 is NOT PROGRAMMED.
+		if ok {
+			return []string{inContainer, "Verdict:      OK", "Namespace:    cookie:"}, 0, true
+		}
+		return []string{inContainer, "NOT PROGRAMMED", "failed"}, 4, true
+	}
+	return nil, 0, false
+}
+
+var assignment = regexp.MustCompile(`^[A-Z]+=\$\(`)
+
+// TestREADMETroubleshootingKnown checks, without a node, that the README's troubleshooting block
+// parses and that TestREADMETroubleshooting has a check for each of its commands.
+func TestREADMETroubleshootingKnown(t *testing.T) {
+	lines := readmeCommands(t)
+	for _, line := range lines {
+		if _, _, known := readmeExpectation(line, true); !known {
+			t.Errorf("README command %q: TestREADMETroubleshooting has no check for it; add one to readmeExpectation", line)
+		}
+	}
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "--field-selector spec.nodeName=") }) {
+		t.Errorf("the README's commands do not pick the controller pod on the pod's node (--field-selector spec.nodeName=...):\n%s", strings.Join(lines, "\n"))
 	}
 }
