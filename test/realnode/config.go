@@ -125,6 +125,7 @@ func kubeletConfig(d dirs, caFile string, port, healthzPort int) ([]byte, error)
 		"healthzBindAddress":       "127.0.0.1",
 		"healthzPort":              healthzPort,
 		"podLogsDir":               d.podLogsDir(),
+		"volumePluginDir":          d.p("kubelet/volume-plugins"),
 		"resolvConf":               "/etc/resolv.conf",
 		"authentication": map[string]any{
 			"anonymous": map[string]any{"enabled": false},

@@ -311,6 +311,7 @@ func (n *Node) startKubelet(ctx context.Context) error {
 		"--config=" + n.d.kubeletConfig(),
 		"--kubeconfig=" + n.d.kubeletKubeconfig(),
 		"--root-dir=" + n.d.kubeletRoot(),
+		"--cert-dir=" + n.d.p("kubelet/pki"), // its self-signed serving certificate (default /var/lib/kubelet/pki)
 		"--hostname-override=" + n.Name,
 		"--node-ip=" + n.IP,
 		"--v=1",
