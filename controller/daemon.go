@@ -95,7 +95,11 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}))
 	pods := factory.Core().V1().Pods()
-	if err := pods.Informer().SetTransform(stripManagedFields); err != nil {
+	wait := cfg.WaitContainerName
+	if wait == "" {
+		wait = DefaultWaitContainerName
+	}
+	if err := pods.Informer().SetTransform(TrimPod(wait)); err != nil {
 		return err
 	}
 	c, err := New(Options{
@@ -118,14 +122,6 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	return c.Run(ctx)
-}
-
-// stripManagedFields drops what the controller never reads from cached pods.
-func stripManagedFields(obj any) (any, error) {
-	if pod, ok := obj.(*corev1.Pod); ok {
-		pod.ManagedFields = nil
-	}
-	return obj, nil
 }
 
 // serve listens on every address first (so a busy port fails the start) and serves in the

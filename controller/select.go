@@ -5,11 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
 )
 
@@ -69,24 +67,20 @@ func waitRunning(pod *corev1.Pod, wait string) string {
 	return ""
 }
 
-// fingerprint summarizes the inputs of a pod's rules: its annotations other than ours, the
-// istio-proxy container, the init containers' names and the pod IPs. A failed pod is not looked at
-// again until it changes.
+// fingerprint summarizes the inputs of a pod's rules, what FromPod reads: the Istio annotations
+// it maps, the istio-proxy container's user, group and environment, the init containers' names
+// and the pod IPs. A failed pod is not looked at again until it changes. It reads nothing the
+// informer transform (TrimPod) drops.
 func fingerprint(pod *corev1.Pod) string {
 	h := sha256.New()
-	keys := make([]string, 0, len(pod.Annotations))
-	for k := range pod.Annotations {
-		if !strings.HasPrefix(k, contract.Prefix) {
-			keys = append(keys, k)
+	for _, k := range podconfig.Annotations { // a fixed order
+		if v, ok := pod.Annotations[k]; ok {
+			h.Write([]byte(k + "\x00" + v + "\x00"))
 		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		h.Write([]byte(k + "\x00" + pod.Annotations[k] + "\x00"))
 	}
 	h.Write([]byte{1})
 	if p := podconfig.Proxy(pod); p != nil {
-		data, _ := json.Marshal(p)
+		data, _ := json.Marshal(trimContainer(p))
 		h.Write(data)
 	}
 	h.Write([]byte{1})
