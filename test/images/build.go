@@ -73,17 +73,17 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 			return nil, err
 		}
 		if !s.Base.Scratch() {
-			start := time.Now()
 			if p, ok := CachedRootFS(s.Base, o.CacheDir); ok {
 				say("the %s root file system of %s: cached (%s)", s.Base.Suite, s.Name, p)
 			} else {
-				say("building the %s root file system of %s with mmdebstrap (about 2-3 min, cached afterwards in %s; log %s)",
+				say("building the %s root file system of %s with mmdebstrap (about 1.5-3 min, cached afterwards in %s; log %s)",
 					s.Base.Suite, s.Name, o.CacheDir, filepath.Join(o.CacheDir, CacheKey(s.Base)+".log"))
+				start := time.Now()
+				if _, err := RootFS(ctx, s.Base, o.CacheDir); err != nil {
+					return nil, err
+				}
+				fmt.Fprintf(o.Progress, "  built in %s\n", time.Since(start).Round(time.Second))
 			}
-			if _, err := RootFS(ctx, s.Base, o.CacheDir); err != nil {
-				return nil, err
-			}
-			fmt.Fprintf(o.Progress, "  root file system ready after %s\n", time.Since(start).Round(100*time.Millisecond))
 		}
 		tag := Tag(o.Repo, s, o.Version)
 		path := filepath.Join(o.OutDir, s.Name+".tar")
@@ -94,6 +94,9 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 		}
 		if err := WriteArchive(path, map[string]v1.Image{tag: img}); err != nil {
 			return nil, err
+		}
+		if st, err := os.Stat(path); err == nil {
+			fmt.Fprintf(o.Progress, "  %.1f MB\n", float64(st.Size())/1e6)
 		}
 		out = append(out, path)
 	}
