@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -22,28 +21,6 @@ import (
 //
 // Namespace creation is not timed; opening it is.
 
-// perPod times op once per iteration, each time in a fresh namespace, and reports percentiles.
-func perPod(b *testing.B, setup func(n *testutil.Netns), op func(n *testutil.Netns) error) {
-	samples := make([]time.Duration, 0, b.N)
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		n := testutil.NewNetns(b)
-		if setup != nil {
-			setup(n)
-		}
-		b.StartTimer()
-		start := time.Now()
-		if err := op(n); err != nil {
-			b.Fatal(err)
-		}
-		samples = append(samples, time.Since(start))
-	}
-	slices.Sort(samples)
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(samples[len(samples)/2]), "ms-p50/pod")
-	b.ReportMetric(ms(samples[len(samples)*9/10]), "ms-p90/pod")
-}
-
 // BenchmarkNftApply: the whole nftables apply per pod: open the namespace, enter it, open the
 // netlink sockets, read our tables (none), one batch, read back and compare with the model's
 // canonical form (cached: computed once per configuration), routes (none for REDIRECT IPv4).
@@ -56,7 +33,7 @@ func BenchmarkNftApply(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	perPod(b, nil, func(n *testutil.Netns) error {
+	testutil.PerPod(b, nil, func(n *testutil.Netns) error {
 		h, err := netns.Open(n.Path)
 		if err != nil {
 			return err
@@ -86,8 +63,7 @@ func BenchmarkNftApplyUnchanged(b *testing.B) {
 		}
 		samples = append(samples, time.Since(start))
 	}
-	slices.Sort(samples)
-	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "ms-p50/pod")
+	testutil.ReportPercentiles(b, samples)
 }
 
 // BenchmarkNftExecText: the same rules as Istio applies them, its transaction text piped to one
@@ -100,7 +76,7 @@ func BenchmarkNftExecText(b *testing.B) {
 		b.Fatal(err)
 	}
 	text := []byte(rs.Text())
-	perPod(b, nil, func(n *testutil.Netns) error {
+	testutil.PerPod(b, nil, func(n *testutil.Netns) error {
 		cmd := exec.Command("ip", "netns", "exec", n.Name, "nft", "-f", "-")
 		cmd.Stdin = bytes.NewReader(text)
 		out, err := cmd.CombinedOutput()
@@ -128,7 +104,7 @@ func BenchmarkNftIstioNative(b *testing.B) {
 	args := []string{"netns", "exec", "", agent, "istio-iptables", "--native-nftables", "-p", "15001", "-z", "15006",
 		"-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090",
 		"-o", "15020", "--log_output_level", "default:error"}
-	perPod(b, nil, func(n *testutil.Netns) error {
+	testutil.PerPod(b, nil, func(n *testutil.Netns) error {
 		args[2] = n.Name
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			b.Fatalf("pilot-agent: %v\n%s", err, out)

@@ -3,9 +3,8 @@ package nft
 import (
 	"crypto/sha256"
 	"fmt"
-	"runtime"
 
-	"golang.org/x/sys/unix"
+	"github.com/redhat-cop/istio-pod-network-controller/internal/scratchns"
 )
 
 // canonical returns the state the kernel holds for rs, as read back: rs is programmed once into a
@@ -20,7 +19,7 @@ func (a *Applier) canonical(rs *Ruleset) (State, error) {
 	if ok {
 		return st, nil
 	}
-	st, err := inScratchNamespace(func() (State, error) {
+	st, err := scratchns.Run(func() (State, error) {
 		nc, err := dial()
 		if err != nil {
 			return nil, err
@@ -57,25 +56,4 @@ func (st State) attachTexts(rs *Ruleset) {
 			}
 		}
 	}
-}
-
-// inScratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
-// thread is never unlocked, so the Go runtime ends it (and the namespace goes with it).
-func inScratchNamespace(fn func() (State, error)) (State, error) {
-	type result struct {
-		st  State
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
-			return
-		}
-		st, err := fn()
-		ch <- result{st, err}
-	}()
-	r := <-ch
-	return r.st, r.err
 }

@@ -5,9 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os/exec"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,20 +21,8 @@ import (
 // (host UID 101337) lands on 15006 with its original destination. Negative control: the same
 // connection as host UID 1337 (not the pod's 1337) is not redirected.
 func TestUserNamespacePod(t *testing.T) {
-	testutil.RequireRoot(t)
 	const base = 100000
-	sandbox := exec.Command("sleep", "600")
-	sandbox.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-	}
-	if err := sandbox.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sandbox.Process.Kill(); _ = sandbox.Wait() })
-	path := "/proc/" + strconv.Itoa(sandbox.Process.Pid) + "/ns/net"
-	testutil.Run(t, "nsenter", "--net="+path, "ip", "link", "set", "lo", "up")
+	path := testutil.UserNetns(t, base)
 	h, err := netns.Open(path)
 	if err != nil {
 		t.Fatal(err)
