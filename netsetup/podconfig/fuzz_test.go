@@ -1,9 +1,13 @@
 package podconfig
 
 import (
+	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
 // The fuzz targets check the parsers' contract on arbitrary input: no panic, and whatever is
@@ -99,6 +103,71 @@ func FuzzParseIDs(f *testing.F) {
 			if strconv.FormatUint(uint64(ids[i]), 10) != strings.TrimLeft(strings.TrimSpace(el), "0") && ids[i] != 0 {
 				t.Fatalf("%q element %d: %d", s, i, ids[i])
 			}
+		}
+	})
+}
+
+// Allocation bound of FuzzFromPodGenerate: FromPod, Generate and the rules' hash (which renders
+// both payloads, as the controller does for every pod) together allocate at most
+// allocBase + allocPerByte × the bytes of the annotation values. allocBase covers a pod without
+// annotations (20-32 rules per family, about 14-23 KB). allocPerByte: one input byte adds at most
+// about 5 rules (an IPv6 CIDR such as "1::/8," is 6 bytes and is repeated for each of 32
+// one-letter virtual interfaces, 33 rules) of about 270 bytes each (the rule, its arguments, its
+// line in each payload), about 1350 bytes; 2048 leaves room. The limits cap the total besides
+// (MaxRules per family: under 5 MB).
+const (
+	allocBase    = 64 << 10
+	allocPerByte = 2048
+)
+
+func FuzzFromPodGenerate(f *testing.F) {
+	f.Add("", "", "", "", "", "", "", "", "", false)
+	f.Add("TPROXY", "10.0.0.0/8,fd00::/8", "1.1.0.0/16", "80,443", "15021", "5000", "15020,22", "eth1", "k1,k2", true)
+	f.Add("REDIRECT", "1::/8,2::/8,3::/8", "", "*", "", "", "", "", "a,b,c,d,e,f,g,h", true)
+	f.Add("NONE", "*", "", "", "", "", "", "", "", false)
+	f.Fuzz(func(t *testing.T, mode, include, exclude, inPorts, exInPorts, outPorts, exOutPorts, nics, virt string, ipv6 bool) {
+		ann := map[string]string{}
+		input := 0
+		for key, v := range map[string]string{
+			AnnotationInterceptionMode: mode, AnnotationIncludeOutboundIPRanges: include,
+			AnnotationExcludeOutboundIPRanges: exclude, AnnotationIncludeInboundPorts: inPorts,
+			AnnotationExcludeInboundPorts: exInPorts, AnnotationIncludeOutboundPorts: outPorts,
+			AnnotationExcludeOutboundPorts: exOutPorts, AnnotationExcludeInterfaces: nics, AnnotationRerouteVirtual: virt,
+		} {
+			if v != "" {
+				ann[key] = v
+				input += len(v)
+			}
+		}
+		ip := "10.0.0.5"
+		if ipv6 {
+			ip = "fd00::5"
+		}
+		pod := meshPod(ann, ip)
+		var cfg *rules.Config
+		var rs *rules.RuleSet
+		var err error
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		if cfg, err = FromPod(pod); err == nil {
+			if rs, err = rules.Generate(cfg); err == nil {
+				_ = rs.Hash()
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > allocBase+allocPerByte*uint64(input) {
+			t.Fatalf("%d bytes of annotations: %d bytes allocated, more than %d + %d per byte (err %v)",
+				input, alloc, allocBase, allocPerByte, err)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error not ErrInvalid: %v", err)
+			}
+			return
+		}
+		if v4, v6 := rules.Count(cfg); v4 != len(rs.Rules(rules.IPv4)) || v6 != len(rs.Rules(rules.IPv6)) ||
+			v4 > rules.MaxRules || v6 > rules.MaxRules {
+			t.Fatalf("rules.Count %d/%d, generated %d/%d", v4, v6, len(rs.Rules(rules.IPv4)), len(rs.Rules(rules.IPv6)))
 		}
 	})
 }

@@ -110,11 +110,13 @@ func BenchmarkWorstCase(b *testing.B) {
 	pod := worstCasePod()
 	b.ReportAllocs()
 	b.SetBytes(int64(annotationBytes(pod)))
+	start := cpuTime()
 	for b.Loop() {
 		if _, err := FromPod(pod); !errors.Is(err, rules.ErrTooLarge) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 }
 
 // explodingPod is the pod of the exhaustion finding: 15.6 KB of annotations that made Istio's
@@ -216,5 +218,34 @@ func TestLongValueQuotedShort(t *testing.T) {
 	msg := err.Error()
 	if !strings.Contains(msg, `"`+strings.Repeat("8", maxQuoted)+`"... (205 bytes)`) || len(msg) > 2*maxQuoted+200 {
 		t.Fatalf("message %q", msg)
+	}
+}
+
+// largestAcceptedPod is close to the largest configuration the limits accept: 7969 rules in each
+// family (240 IPv4 and 240 IPv6 CIDRs, each repeated for 32 virtual interfaces).
+func largestAcceptedPod() *corev1.Pod {
+	v4 := list(240, func(i int) string { return fmt.Sprintf("%d.0.0.0/8", i) })
+	v6 := list(240, func(i int) string { return fmt.Sprintf("%x::/16", i+1) })
+	nics := list(rules.MaxInterfaces, func(i int) string { return fmt.Sprintf("n%d", i) })
+	return meshPod(map[string]string{AnnotationIncludeOutboundIPRanges: v4 + "," + v6, AnnotationRerouteVirtual: nics}, "fd00::5")
+}
+
+// BenchmarkLargestAccepted: FromPod, Generate and the hash (both payloads) of the largest
+// configuration accepted, what the controller does for such a pod before applying it.
+func BenchmarkLargestAccepted(b *testing.B) {
+	pod := largestAcceptedPod()
+	b.ReportAllocs()
+	start := cpuTime()
+	defer func() { b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op") }()
+	for b.Loop() {
+		cfg, err := FromPod(pod)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs, err := rules.Generate(cfg)
+		if err != nil || len(rs.Rules(rules.IPv6)) != 7969 {
+			b.Fatal(err)
+		}
+		_ = rs.Hash()
 	}
 }
