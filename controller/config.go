@@ -22,8 +22,9 @@ const (
 	DefaultDriftPeriod       = 60 * time.Second
 	DefaultMetricsAddress    = ":9402"
 	DefaultHealthAddress     = ":9403"
-	DefaultDiscovery         = "netns,cgroup,ip"
+	DefaultDiscovery         = "named,cni-cache,proc-uid,proc-ip"
 	DefaultHostProc          = "/proc"
+	DefaultCNIResultsDir     = "/var/lib/cni/results"
 	DefaultNetnsDirs         = "/var/run/netns,/run/netns"
 	DefaultLockDir           = "/var/run/istio-pod-network-controller/locks"
 	DefaultKubeAPIQPS        = 50
@@ -31,21 +32,15 @@ const (
 	DefaultWorkers           = 8
 )
 
-// discoveryStrategies maps the --discovery names to the netns package's strategies.
-var discoveryStrategies = map[string]netns.Strategy{
-	"netns":  netns.StrategyNamed,
-	"cgroup": netns.StrategyProcUID,
-	"ip":     netns.StrategyProcIP,
-}
-
 // NodeConfig is what every subcommand that works on this node's namespaces needs (run, inspect).
 type NodeConfig struct {
 	Kubeconfig        string // empty: in-cluster
 	WaitContainerName string
 	IPTablesBackend   string // auto, legacy or nft
-	Discovery         string // comma list of netns, cgroup, ip
+	Discovery         string // comma list of netns.Strategy names (or their deprecated aliases)
 	HostProc          string
 	NetnsDirs         string // comma list
+	CNIResultsDir     string
 	LockDir           string
 }
 
@@ -70,6 +65,7 @@ func DefaultNodeConfig(getenv func(string) string) NodeConfig {
 		Discovery:         DefaultDiscovery,
 		HostProc:          DefaultHostProc,
 		NetnsDirs:         DefaultNetnsDirs,
+		CNIResultsDir:     DefaultCNIResultsDir,
 		LockDir:           DefaultLockDir,
 	}
 }
@@ -88,14 +84,19 @@ func DefaultConfig(getenv func(string) string) Config {
 	}
 }
 
-// AddFlags registers the node flags on fs, with c's values as defaults.
+// AddFlags registers the node flags on fs, with c's values as defaults. A deprecated name (a
+// --discovery alias) prints a warning to fs.Output() when it is parsed.
 func (c *NodeConfig) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (env KUBECONFIG); empty: in-cluster configuration")
 	fs.StringVar(&c.WaitContainerName, "wait-container-name", c.WaitContainerName, "name of the wait init container that marks the pods to program")
 	fs.StringVar(&c.IPTablesBackend, "iptables-backend", c.IPTablesBackend, "iptables backend: auto (the node's), legacy or nft")
-	fs.StringVar(&c.Discovery, "discovery", c.Discovery, "namespace discovery strategies, in order: comma list of netns (named namespaces), cgroup (/proc scan by pod UID), ip (/proc scan by pod IP)")
+	fs.Var(&discoveryValue{p: &c.Discovery, fs: fs}, "discovery", "namespace discovery strategies, in order: comma list of "+
+		"named (named namespaces by pod IP), cni-cache (the runtime's CNI result records of the pod UID; proof), "+
+		"proc-uid (/proc scan for the pod UID's cgroups; proof, needs CAP_SYS_PTRACE), proc-ip (/proc scan by pod IP; needs CAP_SYS_PTRACE); "+
+		"at least one of cni-cache, proc-uid (the old names netns, cgroup, ip are deprecated aliases of named, proc-uid, proc-ip)")
 	fs.StringVar(&c.HostProc, "host-proc", c.HostProc, "the host's /proc")
 	fs.StringVar(&c.NetnsDirs, "netns-dirs", c.NetnsDirs, "comma list of directories holding named network namespaces")
+	fs.StringVar(&c.CNIResultsDir, "cni-results-dir", c.CNIResultsDir, "libcni's result cache (the runtime's root-owned record of each sandbox's netns), read by the cni-cache strategy")
 	fs.StringVar(&c.LockDir, "lock-dir", c.LockDir, "writable directory for the per-pod xtables lock files")
 }
 
@@ -104,8 +105,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	c.NodeConfig.AddFlags(fs)
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name of this node (env NODE_NAME; required)")
 	fs.DurationVar(&c.DriftPeriod, "drift-period", c.DriftPeriod, "how often the rules of every released pod are verified")
-	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "host:port serving /metrics")
-	fs.StringVar(&c.HealthAddress, "health-address", c.HealthAddress, "host:port serving /healthz and /readyz")
+	fs.StringVar(&c.MetricsAddress, "metrics-bind-address", c.MetricsAddress, "host:port serving /metrics")
+	fs.StringVar(&c.HealthAddress, "health-probe-bind-address", c.HealthAddress, "host:port serving /healthz and /readyz")
+	deprecatedAlias(fs, "metrics-address", "metrics-bind-address")
+	deprecatedAlias(fs, "health-address", "health-probe-bind-address")
 	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "queries per second to the API server")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "burst of queries to the API server")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods processed in parallel")
@@ -132,11 +135,16 @@ func (c *NodeConfig) Validate() error {
 	if _, err := netsetup.ParseBackend(c.IPTablesBackend); err != nil {
 		bad("iptables-backend", c.IPTablesBackend, "want auto, legacy or nft")
 	}
-	if _, err := c.Strategies(); err != nil {
+	if s, err := c.Strategies(); err != nil {
+		bad("discovery", c.Discovery, err.Error())
+	} else if err := (netns.Options{Strategies: s}).Validate(); err != nil {
 		bad("discovery", c.Discovery, err.Error())
 	}
 	if !filepath.IsAbs(c.HostProc) {
 		bad("host-proc", c.HostProc, "want an absolute path")
+	}
+	if !filepath.IsAbs(c.CNIResultsDir) {
+		bad("cni-results-dir", c.CNIResultsDir, "want an absolute path")
 	}
 	if len(splitList(c.NetnsDirs)) == 0 {
 		bad("netns-dirs", c.NetnsDirs, "empty: list at least one directory (turn named namespaces off with --discovery)")
@@ -170,12 +178,12 @@ func (c *Config) Validate() error {
 		bad("drift-period", c.DriftPeriod.String(), "want at least 1s")
 	}
 	if err := validAddress(c.MetricsAddress); err != nil {
-		bad("metrics-address", c.MetricsAddress, err.Error())
+		bad("metrics-bind-address", c.MetricsAddress, err.Error())
 	}
 	if err := validAddress(c.HealthAddress); err != nil {
-		bad("health-address", c.HealthAddress, err.Error())
+		bad("health-probe-bind-address", c.HealthAddress, err.Error())
 	} else if c.HealthAddress == c.MetricsAddress {
-		bad("health-address", c.HealthAddress, "same as --metrics-address")
+		bad("health-probe-bind-address", c.HealthAddress, "same as --metrics-bind-address")
 	}
 	if !(c.KubeAPIQPS > 0 && c.KubeAPIQPS <= 10000) {
 		bad("kube-api-qps", strconv.FormatFloat(c.KubeAPIQPS, 'g', -1, 64), "want more than 0 and at most 10000")
@@ -195,31 +203,21 @@ func (c *NodeConfig) Backend() netsetup.Backend {
 	return b
 }
 
-// Strategies maps --discovery to the netns package's strategies.
+// Strategies maps --discovery to the netns package's strategies, its deprecated aliases replaced
+// (netns.Options.Validate then refuses duplicates and a list without evidence).
 func (c *NodeConfig) Strategies() ([]netns.Strategy, error) {
-	var out []netns.Strategy
-	seen := map[string]bool{}
-	for _, name := range strings.Split(c.Discovery, ",") {
-		name = strings.TrimSpace(name)
-		s, ok := discoveryStrategies[name]
-		switch {
-		case name == "":
-			return nil, errors.New("empty element: list one or more of netns, cgroup, ip")
-		case !ok:
-			return nil, fmt.Errorf("unknown strategy %q: want netns, cgroup or ip", name)
-		case seen[name]:
-			return nil, fmt.Errorf("strategy %q listed twice", name)
-		}
-		seen[name] = true
-		out = append(out, s)
+	names, _ := currentStrategyNames(c.Discovery)
+	s, err := netns.ParseStrategies(names)
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner // the flag error quotes the list already
 	}
-	return out, nil
+	return s, err
 }
 
 // FinderOptions returns the namespace discovery options. Call after Validate.
 func (c *NodeConfig) FinderOptions() netns.Options {
 	s, _ := c.Strategies()
-	return netns.Options{Strategies: s, ProcDir: c.HostProc, NetnsDirs: splitList(c.NetnsDirs), Cache: true}
+	return netns.Options{Strategies: s, ProcDir: c.HostProc, NetnsDirs: splitList(c.NetnsDirs), CNIResultsDir: c.CNIResultsDir, Cache: true}
 }
 
 func splitList(s string) []string {

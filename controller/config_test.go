@@ -32,8 +32,8 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 	}
 	want := Config{
 		NodeConfig: NodeConfig{Kubeconfig: "/etc/kube.conf", WaitContainerName: "istio-pod-network-wait", IPTablesBackend: "auto",
-			Discovery: "netns,cgroup,ip", HostProc: "/proc", NetnsDirs: "/var/run/netns,/run/netns",
-			LockDir: "/var/run/istio-pod-network-controller/locks"},
+			Discovery: "named,cni-cache,proc-uid,proc-ip", HostProc: "/proc", NetnsDirs: "/var/run/netns,/run/netns",
+			CNIResultsDir: "/var/lib/cni/results", LockDir: "/var/run/istio-pod-network-controller/locks"},
 		NodeName: "node-a", DriftPeriod: 60 * time.Second, MetricsAddress: ":9402", HealthAddress: ":9403",
 		KubeAPIQPS: 50, KubeAPIBurst: 100, Workers: 8,
 	}
@@ -41,7 +41,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", cfg, want)
 	}
 	opts := cfg.FinderOptions()
-	if !slices.Equal(opts.Strategies, []netns.Strategy{netns.StrategyNamed, netns.StrategyProcUID, netns.StrategyProcIP}) ||
+	if !slices.Equal(opts.Strategies, netns.DefaultStrategies) || opts.CNIResultsDir != netns.DefaultCNIResultsDir ||
 		opts.ProcDir != "/proc" || !slices.Equal(opts.NetnsDirs, []string{"/var/run/netns", "/run/netns"}) || !opts.Cache {
 		t.Fatalf("finder options %+v", opts)
 	}
@@ -50,15 +50,17 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 	}
 
 	// Flags win over the environment.
-	cfg = parse(t, env(map[string]string{"NODE_NAME": "node-a"}), "--node-name=node-b", "--discovery=cgroup, netns",
-		"--iptables-backend=legacy", "--host-proc=/host/proc", "--netns-dirs=/host/run/netns", "--workers=8")
+	cfg = parse(t, env(map[string]string{"NODE_NAME": "node-a"}), "--node-name=node-b", "--discovery=proc-uid, named",
+		"--iptables-backend=legacy", "--host-proc=/host/proc", "--netns-dirs=/host/run/netns", "--workers=8",
+		"--cni-results-dir=/host/var/lib/cni/results", "--metrics-bind-address=127.0.0.1:9500", "--health-probe-bind-address=:9501")
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	opts = cfg.FinderOptions()
 	if cfg.NodeName != "node-b" || cfg.Backend() != netsetup.BackendLegacy || cfg.Workers != 8 ||
 		!slices.Equal(opts.Strategies, []netns.Strategy{netns.StrategyProcUID, netns.StrategyNamed}) ||
-		opts.ProcDir != "/host/proc" || !slices.Equal(opts.NetnsDirs, []string{"/host/run/netns"}) {
+		opts.ProcDir != "/host/proc" || !slices.Equal(opts.NetnsDirs, []string{"/host/run/netns"}) ||
+		opts.CNIResultsDir != "/host/var/lib/cni/results" || cfg.MetricsAddress != "127.0.0.1:9500" || cfg.HealthAddress != ":9501" {
 		t.Fatalf("parsed %+v, finder options %+v", cfg, opts)
 	}
 }
@@ -72,15 +74,21 @@ func TestConfigRejectsBadFlags(t *testing.T) {
 		"no node":           {nil, `flag --node-name: invalid value "": required (or set NODE_NAME)`},
 		"bad node":          {[]string{"--node-name=Node_A"}, `flag --node-name: invalid value "Node_A": not a node name`},
 		"drift zero":        {[]string{"--drift-period=0s"}, `flag --drift-period: invalid value "0s": want at least 1s`},
-		"metrics no port":   {[]string{"--metrics-address=localhost"}, `flag --metrics-address: invalid value "localhost": want host:port`},
-		"health bad port":   {[]string{"--health-address=:99999"}, `flag --health-address: invalid value ":99999": port "99999" is not a number 0-65535`},
-		"health port 0":     {[]string{"--health-address=:0"}, `flag --health-address: invalid value ":0": port 0 picks a random port`},
-		"same addresses":    {[]string{"--health-address=:9402"}, `flag --health-address: invalid value ":9402": same as --metrics-address`},
+		"metrics no port":   {[]string{"--metrics-bind-address=localhost"}, `flag --metrics-bind-address: invalid value "localhost": want host:port`},
+		"health bad port":   {[]string{"--health-probe-bind-address=:99999"}, `flag --health-probe-bind-address: invalid value ":99999": port "99999" is not a number 0-65535`},
+		"health port 0":     {[]string{"--health-probe-bind-address=:0"}, `flag --health-probe-bind-address: invalid value ":0": port 0 picks a random port`},
+		"same addresses":    {[]string{"--health-probe-bind-address=:9402"}, `flag --health-probe-bind-address: invalid value ":9402": same as --metrics-bind-address`},
+		"old flag name":     {[]string{"--health-address=:9402"}, `flag --health-probe-bind-address: invalid value ":9402": same as --metrics-bind-address`},
 		"backend":           {[]string{"--iptables-backend=nftables"}, `flag --iptables-backend: invalid value "nftables": want auto, legacy or nft`},
-		"discovery unknown": {[]string{"--discovery=netns,proc"}, `flag --discovery: invalid value "netns,proc": unknown strategy "proc": want netns, cgroup or ip`},
-		"discovery twice":   {[]string{"--discovery=ip,ip"}, `flag --discovery: invalid value "ip,ip": strategy "ip" listed twice`},
-		"discovery empty":   {[]string{"--discovery="}, `flag --discovery: invalid value "": empty element`},
+		"discovery unknown": {[]string{"--discovery=named,proc"}, `flag --discovery: invalid value "named,proc": unknown strategy "proc" (want named, cni-cache, proc-uid or proc-ip)`},
+		"discovery twice":   {[]string{"--discovery=proc-uid,proc-uid"}, `flag --discovery: invalid value "proc-uid,proc-uid": discovery strategies: "proc-uid" listed twice`},
+		"alias and name":    {[]string{"--discovery=cgroup,proc-uid"}, `flag --discovery: invalid value "cgroup,proc-uid": discovery strategies: "proc-uid" listed twice`},
+		"discovery empty":   {[]string{"--discovery="}, `flag --discovery: invalid value "": unknown strategy ""`},
+		"empty element":     {[]string{"--discovery=cni-cache,,named"}, `flag --discovery: invalid value "cni-cache,,named": unknown strategy ""`},
+		"no evidence":       {[]string{"--discovery=named"}, `flag --discovery: invalid value "named": discovery strategies [named]: none proves whose a namespace is (an IP is only a hint): add cni-cache or proc-uid`},
+		"no evidence alias": {[]string{"--discovery=netns,ip"}, `flag --discovery: invalid value "netns,ip": discovery strategies [named proc-ip]: none proves`},
 		"relative proc":     {[]string{"--host-proc=host/proc"}, `flag --host-proc: invalid value "host/proc": want an absolute path`},
+		"relative cni":      {[]string{"--cni-results-dir=var/lib/cni/results"}, `flag --cni-results-dir: invalid value "var/lib/cni/results": want an absolute path`},
 		"relative netns":    {[]string{"--netns-dirs=/run/netns,netns"}, `flag --netns-dirs: invalid value "/run/netns,netns": "netns" is not an absolute path`},
 		"no netns dirs":     {[]string{"--netns-dirs="}, `flag --netns-dirs: invalid value "": empty`},
 		"relative lock":     {[]string{"--lock-dir=locks"}, `flag --lock-dir: invalid value "locks": want an absolute path`},
@@ -118,4 +126,48 @@ func TestConfigRejectsBadFlags(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestConfigDeprecatedNames: the previous release's flag and strategy names still work, mean the new
+// ones, and each prints a deprecation warning naming its replacement; the new names print none.
+func TestConfigDeprecatedNames(t *testing.T) {
+	parseOut := func(args ...string) (Config, string) {
+		cfg := DefaultConfig(env(map[string]string{"NODE_NAME": "node-a"}))
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		var out strings.Builder
+		fs.SetOutput(&out)
+		cfg.AddFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return cfg, out.String()
+	}
+	cfg, out := parseOut("--metrics-address=:9600", "--health-address=127.0.0.1:9601", "--discovery=netns, cgroup,ip,cni-cache")
+	if cfg.MetricsAddress != ":9600" || cfg.HealthAddress != "127.0.0.1:9601" {
+		t.Errorf("old address flags: metrics %q health %q, want :9600 and 127.0.0.1:9601", cfg.MetricsAddress, cfg.HealthAddress)
+	}
+	want := []netns.Strategy{netns.StrategyNamed, netns.StrategyProcUID, netns.StrategyProcIP, netns.StrategyCNICache}
+	if got := cfg.FinderOptions().Strategies; !slices.Equal(got, want) {
+		t.Errorf("old strategy names: %v, want %v", got, want)
+	}
+	for _, w := range []string{
+		"Flag --metrics-address has been deprecated, use --metrics-bind-address instead",
+		"Flag --health-address has been deprecated, use --health-probe-bind-address instead",
+		`Flag --discovery: strategy "netns" has been deprecated, use "named" instead`,
+		`Flag --discovery: strategy "cgroup" has been deprecated, use "proc-uid" instead`,
+		`Flag --discovery: strategy "ip" has been deprecated, use "proc-ip" instead`,
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("warnings %q miss %q", out, w)
+		}
+	}
+	if n := strings.Count(out, "deprecated"); n != 5 {
+		t.Errorf("%d deprecation warnings, want 5:\n%s", n, out)
+	}
+	if _, out := parseOut("--metrics-bind-address=:9600", "--health-probe-bind-address=:9601", "--discovery=named,cni-cache"); out != "" {
+		t.Errorf("current names printed %q, want nothing", out)
+	}
 }

@@ -29,8 +29,8 @@ or in-cluster), or from a manifest with -f ("-" reads stdin).
 
 In the controller's container (PID 1 of this PID namespace is "istio-pod-network-controller run",
 as in the chart's DaemonSet), the node flags default to that controller's own values: the host's
-/proc and namespace directories as the chart mounts them (/host/proc, /host/run/netns), its
-discovery, backend and lock directory. Flags given here override them. Elsewhere (on the node
+/proc, namespace and CNI result directories as the chart mounts them (/host/proc, /host/run/netns,
+/host/var/lib/cni/results), its discovery, backend and lock directory. Flags given here override them. Elsewhere (on the node
 itself) the defaults below apply.
 
 Verdicts and exit codes:
@@ -60,8 +60,8 @@ func inspectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if running != nil {
 		node = *running
-		fmt.Fprintf(stderr, "inspect: in the controller's container: its --host-proc=%s --netns-dirs=%s --discovery=%s --iptables-backend=%s\n",
-			node.HostProc, node.NetnsDirs, node.Discovery, node.IPTablesBackend)
+		fmt.Fprintf(stderr, "inspect: in the controller's container: its --host-proc=%s --netns-dirs=%s --cni-results-dir=%s --discovery=%s --iptables-backend=%s\n",
+			node.HostProc, node.NetnsDirs, node.CNIResultsDir, node.Discovery, node.IPTablesBackend)
 	}
 	node.AddFlags(fs)
 	namespace := "default"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ func TestInspectUsage(t *testing.T) {
 		"no pod":        {[]string{"inspect"}, "inspect: give one POD name, or -f POD.yaml"},
 		"two pods":      {[]string{"inspect", "-n", "app", "a", "b"}, "inspect: give one POD name, or -f POD.yaml"},
 		"pod and file":  {[]string{"inspect", "a", "-f", "pod.yaml"}, "inspect: give one POD name, or -f POD.yaml"},
-		"bad discovery": {[]string{"inspect", "a", "--discovery=proc"}, `inspect: flag --discovery: invalid value "proc": unknown strategy "proc"`},
+		"bad discovery": {[]string{"inspect", "a", "--discovery=proc"}, `inspect: flag --discovery: invalid value "proc": unknown strategy "proc" (want named, cni-cache, proc-uid or proc-ip)`},
 		"bad backend":   {[]string{"inspect", "--iptables-backend=iptables", "a"}, `inspect: flag --iptables-backend: invalid value "iptables"`},
 	}
 	for name, c := range cases {
@@ -61,6 +62,7 @@ status:
 
 // TestInspectRealNamespace programs a real namespace with apply, then inspects the pod through a
 // manifest: OK, then each verdict the live state or the annotations call for, with its exit code.
+// The namespace is found by name and proven the pod's by a CNI result record.
 func TestInspectRealNamespace(t *testing.T) {
 	pod, peer := testutil.NewNetns(t), testutil.NewNetns(t)
 	b := make([]byte, 2)
@@ -78,6 +80,21 @@ func TestInspectRealNamespace(t *testing.T) {
 	}
 
 	dir, locks := t.TempDir(), t.TempDir()
+	// The proof that the named namespace is the pod's: the CNI result record the runtime would have
+	// written for its sandbox (root-owned, 0600, as libcni writes it), naming the manifest's UID.
+	uid, sandbox := fmt.Sprintf("3f1c0c6e-8d7b-4c52-9a53-4a7e7d0b1a%02x", b[0]), fmt.Sprintf("%064x", b)
+	results := t.TempDir()
+	record, err := json.Marshal(map[string]any{
+		"kind": "cniCacheV1", "containerId": sandbox, "ifName": "eth0", "networkName": "bridge", "netns": pod.Path,
+		"cniArgs": [][2]string{{"K8S_POD_NAMESPACE", "app"}, {"K8S_POD_NAME", "web"}, {"K8S_POD_INFRA_CONTAINER_ID", sandbox}, {"K8S_POD_UID", uid}},
+		"result":  map[string]any{"cniVersion": "1.0.0", "ips": []map[string]any{{"address": ip + "/24"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(results, "bridge-"+sandbox+"-eth0"), record, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	manifest := func(name string, annotations ...string) string {
 		ann := "    sidecar.istio.io/status: '{}'"
 		for i := 0; i < len(annotations); i += 2 {
@@ -99,7 +116,7 @@ func TestInspectRealNamespace(t *testing.T) {
 			"pod-network-controller.istio.io/rules", hash, "pod-network-controller.istio.io/families", "ipv4"}, extra...)
 	}
 	inspect := func(path string) (int, string) {
-		code, out, stderr := runCLI([]string{"inspect", "-f", path, "--discovery=netns", "--netns-dirs=/run/netns",
+		code, out, stderr := runCLI([]string{"inspect", "-f", path, "--discovery=named,cni-cache", "--cni-results-dir", results, "--netns-dirs=/run/netns",
 			"--iptables-backend=nft", "--lock-dir", locks}, "")
 		if stderr != "" {
 			t.Logf("stderr: %s", stderr)
@@ -152,14 +169,16 @@ func TestRunningControllerConfig(t *testing.T) {
 	getenv := func(string) string { return "" }
 	// The args the chart's DaemonSet template gives (templates/daemonset.yaml).
 	chart := proc("/usr/local/bin/istio-pod-network-controller", "run", "--wait-container-name=istio-pod-network-wait",
-		"--drift-period=30s", "--metrics-address=:15090", "--health-address=:15091", "--iptables-backend=auto",
-		"--discovery=netns,cgroup", "--host-proc=/host/proc", "--netns-dirs=/host/run/netns,/host/var/run/netns",
+		"--drift-period=30s", "--metrics-bind-address=:15090", "--health-probe-bind-address=:15091", "--iptables-backend=auto",
+		"--discovery=named,cni-cache,proc-uid", "--host-proc=/host/proc", "--netns-dirs=/host/run/netns,/host/var/run/netns",
+		"--cni-results-dir=/host/var/lib/cni/results",
 		"--lock-dir=/var/run/istio-pod-network-controller/locks", "--kube-api-qps=20", "--kube-api-burst=40", "--workers=8", "-v=2")
 	got, err := runningControllerConfig(chart, 4242, getenv)
 	if err != nil || got == nil {
 		t.Fatalf("chart's container: %v, %v", got, err)
 	}
-	if got.HostProc != "/host/proc" || got.NetnsDirs != "/host/run/netns,/host/var/run/netns" || got.Discovery != "netns,cgroup" ||
+	if got.HostProc != "/host/proc" || got.NetnsDirs != "/host/run/netns,/host/var/run/netns" || got.Discovery != "named,cni-cache,proc-uid" ||
+		got.CNIResultsDir != "/host/var/lib/cni/results" ||
 		got.LockDir != "/var/run/istio-pod-network-controller/locks" || got.IPTablesBackend != "auto" || got.WaitContainerName != "istio-pod-network-wait" {
 		t.Fatalf("chart's container: got %+v", *got)
 	}

@@ -15,8 +15,10 @@ func TestRunRejectsBadFlags(t *testing.T) {
 			`run: flag --node-name: invalid value "": required (or set NODE_NAME)`,
 			`run: flag --workers: invalid value "0": want 1 to 64`}},
 		"bad duration": {[]string{"run", "--node-name=n", "--drift-period=soon"}, []string{`invalid value "soon" for flag -drift-period`}},
-		"bad discovery": {[]string{"run", "--node-name=n", "--discovery=netns,pid"}, []string{
-			`run: flag --discovery: invalid value "netns,pid": unknown strategy "pid": want netns, cgroup or ip`}},
+		"bad discovery": {[]string{"run", "--node-name=n", "--discovery=named,pid"}, []string{
+			`run: flag --discovery: invalid value "named,pid": unknown strategy "pid" (want named, cni-cache, proc-uid or proc-ip)`}},
+		"discovery without proof": {[]string{"run", "--node-name=n", "--discovery=named,proc-ip"}, []string{
+			`run: flag --discovery: invalid value "named,proc-ip": discovery strategies [named proc-ip]: none proves whose a namespace is`}},
 		"unknown flag":   {[]string{"run", "--node=n"}, []string{"flag provided but not defined: -node"}},
 		"extra argument": {[]string{"run", "--node-name=n", "now"}, []string{`run: unexpected argument "now"`}},
 	}
@@ -44,12 +46,21 @@ func TestRunHelp(t *testing.T) {
 }
 
 // TestRunEnvFallback: NODE_NAME satisfies --node-name; the run then fails on what comes next (no
-// API server configuration here), with exit 1, not 2.
+// API server configuration here), with exit 1, not 2. The previous release's flag names still work,
+// with a deprecation warning.
 func TestRunEnvFallback(t *testing.T) {
 	t.Setenv("NODE_NAME", "node-a")
 	t.Setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-	code, _, stderr := runCLI([]string{"run", "--metrics-address=127.0.0.1:1", "--health-address=127.0.0.1:2"}, "")
-	if code != 1 {
-		t.Fatalf("exit %d, want 1:\n%s", code, stderr)
+	for _, tc := range []struct{ metrics, health, warning string }{
+		{"--metrics-bind-address", "--health-probe-bind-address", ""},
+		{"--metrics-address", "--health-address", "Flag --metrics-address has been deprecated, use --metrics-bind-address instead"},
+	} {
+		code, _, stderr := runCLI([]string{"run", tc.metrics + "=127.0.0.1:1", tc.health + "=127.0.0.1:2"}, "")
+		if code != 1 {
+			t.Fatalf("%s: exit %d, want 1:\n%s", tc.metrics, code, stderr)
+		}
+		if tc.warning == "" && strings.Contains(stderr, "deprecated") || !strings.Contains(stderr, tc.warning) {
+			t.Errorf("%s: stderr %q, want the deprecation warning %q and no other", tc.metrics, stderr, tc.warning)
+		}
 	}
 }

@@ -73,8 +73,8 @@ func (c *Controller) Args() []string {
 	args := []string{"run",
 		"--node-name=" + c.opts.NodeName,
 		"--kubeconfig=" + c.opts.Kubeconfig,
-		"--metrics-address=" + c.MetricsAddr,
-		"--health-address=" + c.HealthAddr,
+		"--metrics-bind-address=" + c.MetricsAddr,
+		"--health-probe-bind-address=" + c.HealthAddr,
 		"--lock-dir=" + c.opts.LockDir,
 	}
 	if c.opts.NetnsDirs != "" {
