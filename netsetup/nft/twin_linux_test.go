@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -61,7 +62,7 @@ func listTables(t testing.TB, n *testutil.Netns) string {
 func requireNft(t testing.TB) {
 	t.Helper()
 	testutil.RequireRoot(t)
-	if _, err := os.Stat("/usr/sbin/nft"); err != nil {
+	if _, err := exec.LookPath("nft"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("nft binary missing (apt package nftables): the twin comparison needs it")
 		}
