@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// Bounds of the canonical-state cache. A typical pod's state takes about 3 KB, so 16 MiB holds
+// Bounds of the canonical-state cache. A typical pod's state takes 2-3 KB, so 16 MiB holds
 // thousands of distinct configurations (a node has a few); the largest the limits allow (8192
 // rules in a family, about 1 MB) can never hold more than a sixteenth of it.
 const (

@@ -110,11 +110,12 @@ func FuzzParseIDs(f *testing.F) {
 // Allocation bound of FuzzFromPodGenerate: FromPod, Generate and the rules' hash (which renders
 // both payloads, as the controller does for every pod) together allocate at most
 // allocBase + allocPerByte × the bytes of the annotation values. allocBase covers a pod without
-// annotations (20-32 rules per family, about 14-23 KB). allocPerByte: one input byte adds at most
+// annotations (20-32 rules per family, 9-23 KB). allocPerByte: one input byte adds at most
 // about 5 rules (an IPv6 CIDR such as "1::/8," is 6 bytes and is repeated for each of 32
 // one-letter virtual interfaces, 33 rules) of about 270 bytes each (the rule, its arguments, its
 // line in each payload), about 1350 bytes; 2048 leaves room. The limits cap the total besides
-// (MaxRules per family: under 5 MB).
+// (MaxRules per family: under 5 MB). Measured: 240 IPv6 CIDRs times 32 interfaces, 2 KB of
+// annotations, 2.2 MB allocated, 1083 per byte.
 const (
 	allocBase    = 64 << 10
 	allocPerByte = 2048
