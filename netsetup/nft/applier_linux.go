@@ -3,9 +3,9 @@ package nft
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
-	"github.com/google/nftables"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
@@ -141,18 +141,17 @@ func writeTables(nc *conn, rs *Ruleset, live map[string]bool) error {
 func (a *Applier) Programmed(ctx context.Context, ns netsetup.Namespace, key string) (bool, error) {
 	found := false
 	err := ns.Do(func() error {
-		conn, err := nftables.New()
+		nc, err := dial()
 		if err != nil {
 			return err
 		}
-		tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+		defer nc.Close()
+		tables, err := dumpTables(nc)
 		if err != nil {
 			return fmt.Errorf("list inet tables: %w", err)
 		}
-		for _, t := range tables {
-			for _, name := range ourTables {
-				found = found || t.Name == name
-			}
+		for _, name := range ourTables {
+			found = found || slices.Contains(tables, name)
 		}
 		return nil
 	})
