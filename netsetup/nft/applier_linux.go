@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 
-
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
