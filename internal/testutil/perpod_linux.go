@@ -57,3 +57,34 @@ func UserNetns(t testing.TB, base int) string {
 	Run(t, "nsenter", "--net="+path, "ip", "link", "set", "lo", "up")
 	return path
 }
+
+// Burst times op run at once for pods fresh namespaces (created untimed), once per iteration, and
+// reports the median burst duration.
+func Burst(b *testing.B, pods int, op func(n *Netns) error) {
+	bursts := make([]time.Duration, 0, b.N)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		namespaces := make([]*Netns, pods)
+		for j := range namespaces {
+			namespaces[j] = NewNetns(b)
+		}
+		b.StartTimer()
+		start := time.Now()
+		errs := make(chan error, pods)
+		for _, n := range namespaces {
+			go func() { errs <- op(n) }()
+		}
+		var failed error
+		for range namespaces {
+			if err := <-errs; err != nil && failed == nil {
+				failed = err
+			}
+		}
+		bursts = append(bursts, time.Since(start))
+		if failed != nil {
+			b.Fatal(failed)
+		}
+	}
+	slices.Sort(bursts)
+	b.ReportMetric(float64(bursts[len(bursts)/2].Microseconds())/1000, "ms-p50/burst")
+}

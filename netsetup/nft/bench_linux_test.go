@@ -25,23 +25,40 @@ import (
 // netlink sockets, read our tables (none), one batch, read back and compare with the model's
 // canonical form (cached: computed once per configuration), routes (none for REDIRECT IPv4).
 func BenchmarkNftApply(b *testing.B) {
-	testutil.RequireRoot(b)
-	a, cfg := NewApplier(), rules.Default()
-	ctx := context.Background()
-	warm := testutil.NewNetns(b)
-	if _, err := a.Apply(ctx, openNS(b, warm), "bench", cfg); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	testutil.PerPod(b, nil, func(n *testutil.Netns) error {
+	a := warmApplier(b)
+	testutil.PerPod(b, nil, applyTypical(a))
+}
+
+// applyTypical is the timed operation: open the pod's namespace and apply the typical configuration.
+func applyTypical(a *Applier) func(n *testutil.Netns) error {
+	cfg := rules.Default()
+	return func(n *testutil.Netns) error {
 		h, err := netns.Open(n.Path)
 		if err != nil {
 			return err
 		}
 		defer h.Close()
-		_, err = a.Apply(ctx, h, "bench", cfg)
+		_, err = a.Apply(context.Background(), h, "bench", cfg)
 		return err
-	})
+	}
+}
+
+// warmApplier returns an Applier that has programmed the typical configuration once (its
+// canonical form is cached, as on a node after the first pod).
+func warmApplier(b *testing.B) *Applier {
+	testutil.RequireRoot(b)
+	a := NewApplier()
+	if err := applyTypical(a)(testutil.NewNetns(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	return a
+}
+
+// BenchmarkNftApply50Parallel: 50 pods at once (a node's burst), each a whole apply.
+func BenchmarkNftApply50Parallel(b *testing.B) {
+	a := warmApplier(b)
+	testutil.Burst(b, 50, applyTypical(a))
 }
 
 // BenchmarkNftApplyUnchanged: re-applying to a namespace that already holds the rules (the drift
