@@ -82,7 +82,7 @@ func trimPod(pod *corev1.Pod, wait string) *corev1.Pod {
 
 // trimContainer keeps a container's name and restart policy (a native sidecar is an init
 // container with restartPolicy Always) and, for istio-proxy, what FromPod reads: the user and
-// group it runs as and its environment's literal values.
+// group it runs as and the literal values of the environment variables FromPod reads.
 func trimContainer(c *corev1.Container) corev1.Container {
 	out := corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy}
 	if c.Name != podconfig.ProxyContainer {
@@ -91,11 +91,13 @@ func trimContainer(c *corev1.Container) corev1.Container {
 	if sc := c.SecurityContext; sc != nil {
 		out.SecurityContext = &corev1.SecurityContext{RunAsUser: sc.RunAsUser, RunAsGroup: sc.RunAsGroup}
 	}
-	if len(c.Env) > 0 {
-		out.Env = make([]corev1.EnvVar, len(c.Env))
-		for i, e := range c.Env {
-			out.Env[i] = corev1.EnvVar{Name: e.Name, Value: e.Value}
+	for _, e := range c.Env {
+		if slices.Contains(proxyEnv, e.Name) {
+			out.Env = append(out.Env, corev1.EnvVar{Name: e.Name, Value: e.Value})
 		}
 	}
 	return out
 }
+
+// proxyEnv are the istio-proxy environment variables FromPod reads.
+var proxyEnv = []string{podconfig.EnvDNSCapture, podconfig.EnvInvalidDrop, podconfig.EnvDualStack}
