@@ -51,7 +51,7 @@ func fullPod(i int) *corev1.Pod {
 	uid, gid := int64(1337), int64(1337)
 	env := []corev1.EnvVar{{Name: podconfig.EnvDNSCapture, Value: "true"}, {Name: podconfig.EnvDualStack, Value: "false"},
 		{Name: podconfig.EnvInvalidDrop, Value: "x"}, {Name: podconfig.EnvDNSCapture, Value: "false"}, {Name: "POD_NAME",
-		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}
+			ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}
 	for k := range 30 {
 		env = append(env, corev1.EnvVar{Name: fmt.Sprintf("ISTIO_META_%d", k), Value: fmt.Sprintf("value-of-meta-variable-%d", k)})
 	}
