@@ -25,7 +25,7 @@ func NewApplier() *Applier { return &Applier{cache: map[[32]byte]State{}} }
 // Apply makes ns hold exactly the nftables rules and routes of cfg: it reads our tables back and
 // when they differ from the model replaces them in one atomic netlink batch, then reads them back
 // again, and the read-back must equal the model. Applying the same configuration again writes
-// nothing. key names the pod in messages.
+// nothing. key (the pod UID) is unused: nf_tables transactions need no lock file.
 func (a *Applier) Apply(ctx context.Context, ns netsetup.Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
 	return a.sync(ns, cfg, true)
 }
