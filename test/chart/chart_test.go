@@ -85,11 +85,13 @@ func TestDaemonSet(t *testing.T) {
 		name      string
 		discovery string
 		caps      []corev1.Capability
+		cniCache  bool // the CNI result records mounted and passed
 	}{
-		{"proc strategies need SYS_PTRACE", "", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}},
-		{"netns only", "{netns}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}},
-		{"ip scan", "{netns,ip}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}},
-		{"cgroup scan", "{cgroup}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}},
+		{"default: proc strategies need SYS_PTRACE", "", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}, true},
+		{"hardened preset: named and cni-cache", "{named,cni-cache}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}, true},
+		{"cni-cache only", "{cni-cache}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN"}, true},
+		{"ip scan", "{cni-cache,proc-ip}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}, true},
+		{"cgroup scan", "{proc-uid}", []corev1.Capability{"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var values []string
@@ -125,6 +127,12 @@ func TestDaemonSet(t *testing.T) {
 				!hasArg(c.Args, "--netns-dirs=/host/var/run/netns,/host/run/netns") || !hasArg(c.Args, "--wait-container-name="+harness.WaitContainer) {
 				t.Errorf("args %q miss the discovery, host path or wait container flags", c.Args)
 			}
+			if got := hasArg(c.Args, "--cni-results-dir=/host/var/lib/cni/results"); got != tc.cniCache {
+				t.Errorf("args %q: --cni-results-dir=/host/var/lib/cni/results given %v, want %v", c.Args, got, tc.cniCache)
+			}
+			if !hasArg(c.Args, "--metrics-bind-address=:9402") || !hasArg(c.Args, "--health-probe-bind-address=:9403") {
+				t.Errorf("args %q miss --metrics-bind-address=:9402 or --health-probe-bind-address=:9403", c.Args)
+			}
 			if c.Args[0] != "run" {
 				t.Errorf("first argument %q, want the run subcommand", c.Args[0])
 			}
@@ -155,6 +163,16 @@ func TestDaemonSet(t *testing.T) {
 				}
 				if strings.Contains(p, "netns") && (m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer) {
 					t.Errorf("mount %s: propagation %v, want HostToContainer", p, m.MountPropagation)
+				}
+			}
+			cni, ok := mounts["/host/var/lib/cni/results"]
+			if ok != tc.cniCache || ok && (!cni.ReadOnly || cni.MountPropagation != nil) {
+				t.Errorf("CNI results mount %+v (present %v): want a read-only mount exactly when cni-cache is listed (%v)", cni, ok, tc.cniCache)
+			}
+			for _, v := range spec.Volumes {
+				if ok && v.Name == cni.Name && (v.HostPath == nil || v.HostPath.Path != "/var/lib/cni/results" ||
+					v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate) {
+					t.Errorf("CNI results volume %+v: want hostPath /var/lib/cni/results, DirectoryOrCreate", v)
 				}
 			}
 			lock, ok := mounts["/var/run/istio-pod-network-controller/locks"]
@@ -203,7 +221,10 @@ func TestBadValues(t *testing.T) {
 		set  string
 		want []string
 	}{
-		{"unknown discovery strategy", "controller.discovery={netns,bogus}", []string{"/controller/discovery/1", "'netns', 'cgroup', 'ip'"}},
+		{"unknown discovery strategy", "controller.discovery={named,bogus}", []string{"/controller/discovery/1", "'named', 'cni-cache', 'proc-uid', 'proc-ip'"}},
+		{"previous strategy name", "controller.discovery={netns,cgroup}", []string{"/controller/discovery/0", "'named', 'cni-cache', 'proc-uid', 'proc-ip'"}},
+		{"discovery without proof", "controller.discovery={named,proc-ip}", []string{"controller.discovery [named proc-ip]: none proves whose a namespace is", "add cni-cache or proc-uid"}},
+		{"relative CNI results dir", "hostPaths.cniResultsDir=var/lib/cni/results", []string{"/hostPaths/cniResultsDir", "var/lib/cni/results"}},
 		{"unknown backend", "controller.iptablesBackend=xtables", []string{"/controller/iptablesBackend", "'auto', 'legacy', 'nft'"}},
 		{"bad drift period", "controller.driftPeriod=often", []string{"/controller/driftPeriod", "often"}},
 		{"ServiceMonitor without Service", "metrics.serviceMonitor.enabled=true", []string{"metrics.serviceMonitor.enabled needs metrics.service.enabled"}},

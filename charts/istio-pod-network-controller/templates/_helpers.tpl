@@ -45,24 +45,34 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
-{{/* The discovery strategies, validated, as the --discovery flag value. */}}
+{{/* The discovery strategies, validated, as the --discovery flag value (the controller's names, see
+     docs/design.md "Threat model and discovery"). At least one of them must prove whose a namespace
+     is (cni-cache or proc-uid): the controller refuses a list without evidence. */}}
 {{- define "ipnc.discovery" -}}
-{{- $known := list "netns" "cgroup" "ip" }}
+{{- $known := list "named" "cni-cache" "proc-uid" "proc-ip" }}
 {{- if not .Values.controller.discovery }}
-{{- fail "controller.discovery is empty: list at least one of netns, cgroup, ip" }}
+{{- fail "controller.discovery is empty: list at least one of named, cni-cache, proc-uid, proc-ip" }}
 {{- end }}
 {{- range .Values.controller.discovery }}
 {{- if not (has . $known) }}
-{{- fail (printf "controller.discovery: unknown strategy %q (want netns, cgroup or ip)" (toString .)) }}
+{{- fail (printf "controller.discovery: unknown strategy %q (want named, cni-cache, proc-uid or proc-ip)" (toString .)) }}
 {{- end }}
+{{- end }}
+{{- if not (or (has "cni-cache" .Values.controller.discovery) (has "proc-uid" .Values.controller.discovery)) }}
+{{- fail (printf "controller.discovery %v: none proves whose a namespace is (an IP is only a hint): add cni-cache or proc-uid" .Values.controller.discovery) }}
 {{- end }}
 {{- join "," .Values.controller.discovery }}
 {{- end }}
 
-{{/* "true" when a /proc discovery strategy is on: the controller then needs CAP_SYS_PTRACE to open
-     other users' /proc/<pid>/ns/net. */}}
+{{/* "true" when a /proc discovery strategy (proc-uid, proc-ip) is on: the controller then needs
+     CAP_SYS_PTRACE to open other users' /proc/<pid>/ns/net and read their cgroups. */}}
 {{- define "ipnc.needsPtrace" -}}
-{{- if or (has "cgroup" .Values.controller.discovery) (has "ip" .Values.controller.discovery) }}true{{ end }}
+{{- if or (has "proc-uid" .Values.controller.discovery) (has "proc-ip" .Values.controller.discovery) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the cni-cache strategy is on: the CNI result records are mounted. */}}
+{{- define "ipnc.needsCNIResults" -}}
+{{- if has "cni-cache" .Values.controller.discovery }}true{{ end }}
 {{- end }}
 
 {{/* The name of the wait init container: the injection template's, and the controller's
