@@ -223,6 +223,17 @@ func testAnnotationPolicy(t *testing.T, ctx context.Context, c *cluster.Cluster,
 
 	tenant := tenantClient(t, ctx, c, ns)
 	controller, unbound := controllerClients(t, ctx, c, in)
+	kubeletConf, err := c.NodeConfig(c.NodeName) // the kubelet's identity: system:node:<node>
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet, err := kubernetes.NewForConfig(kubeletConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setIPs := func(ip string) []byte {
+		return mustJSON(t, map[string]any{"status": map[string]any{"phase": "Pending", "podIP": ip, "podIPs": []any{map[string]any{"ip": ip}}}})
+	}
 
 	ready := map[string]any{contract.KeyStatus: string(contract.StatusReady), contract.KeyNetns: "cookie:4097", contract.KeyRules: "0123abcd", contract.KeyFamilies: contract.FamiliesIPv4}
 	annotate := func(m map[string]any) []byte {
@@ -243,6 +254,7 @@ func testAnnotationPolicy(t *testing.T, ctx context.Context, c *cluster.Cluster,
 	const (
 		policyDenied = "may add, change or remove pod-network-controller.istio.io/* annotations; system:serviceaccount:"
 		otherNodeMsg = `the controller on node "node-a" may not change a pod on node "node-b"`
+		ipsDenied    = "may change status.podIP or status.podIPs; system:serviceaccount:"
 	)
 	// In order: later steps see the annotations the controller set on app-a.
 	for _, step := range []struct {
@@ -263,7 +275,10 @@ func testAnnotationPolicy(t *testing.T, ctx context.Context, c *cluster.Cluster,
 		{name: "tenant flips the controller's status", do: podsPatch(tenant, appA.Name, annotate(map[string]any{contract.KeyStatus: "failed"})), want: []string{policyDenied}},
 		{name: "tenant removes the controller's netns", do: podsPatch(tenant, appA.Name, annotate(map[string]any{contract.KeyNetns: nil}), "status"), want: []string{policyDenied}},
 		{name: "tenant changes its own annotation next to the controller's", do: podsPatch(tenant, appA.Name, annotate(map[string]any{"example.com/owner": "team-b"}))},
-		{name: "kubelet-style status update keeps the controller's annotations", do: podsPatch(tenant, appA.Name, mustJSON(t, map[string]any{"status": map[string]any{"phase": "Pending", "podIP": "10.244.0.7", "podIPs": []any{map[string]any{"ip": "10.244.0.7"}}}}), "status")},
+		{name: "kubelet sets the pod IPs, keeping the controller's annotations", do: podsPatch(kubelet, appA.Name, setIPs("10.244.0.7"), "status")},
+		{name: "tenant points its pod IPs at another pod's", do: podsPatch(tenant, appA.Name, setIPs("10.244.0.8"), "status"), want: []string{annotationPolicy, ipsDenied + ns + ":tenant may not"}},
+		{name: "tenant changes another status field", do: podsPatch(tenant, appA.Name, mustJSON(t, map[string]any{"status": map[string]any{"message": "tenant"}}), "status")},
+		{name: "kubelet changes the pod IPs again", do: podsPatch(kubelet, appA.Name, setIPs("10.244.0.9"), "status")},
 		{name: "controller annotates a pod of another node", do: podsPatch(controller, appB.Name, annotate(ready), "status"), want: []string{annotationPolicy, otherNodeMsg}},
 		{name: "controller with a token bound to no pod", do: podsPatch(unbound, appA.Name, annotate(map[string]any{contract.KeyStatus: "pending"}), "status"), want: []string{"token is not bound to a pod"}},
 		{name: "controller changes the pod IP", do: podsPatch(controller, appA.Name, mustJSON(t, map[string]any{"status": map[string]any{"podIP": "10.244.9.9", "podIPs": []any{map[string]any{"ip": "10.244.9.9"}}}}), "status"), want: []string{"may change only the pod-network-controller.istio.io/* annotations of a pod, not its status"}},

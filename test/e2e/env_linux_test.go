@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
@@ -153,8 +154,18 @@ func start() (_ *environment, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The simulated kubelet writes pod status as a kubelet does, as system:node:<node> (the
+	// chart's admission policy lets only the pod's node change its IPs).
+	nodeConf, err := e.c.NodeConfig(e.c.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	nodeClient, err := kubernetes.NewForConfig(nodeConf)
+	if err != nil {
+		return nil, err
+	}
 	if e.kl, err = kubelet.Start(ctx, kubelet.Options{
-		Client: e.c.Client, WaitBinary: e.bins.Wait, StateDir: filepath.Join(dir, "node"),
+		Client: nodeClient, WaitBinary: e.bins.Wait, StateDir: filepath.Join(dir, "node"),
 		NetnsDir: e.netnsDir, Log: klog, OnWaitExit: e.onWaitExit,
 	}); err != nil {
 		return nil, err
