@@ -83,7 +83,13 @@ func restoreSysctls(saved map[string]string) error {
 
 // hierarchies are the cgroup v1 hierarchies mounted under /sys/fs/cgroup (cpu,cpuacct and its
 // links count once).
-func hierarchies() ([]string, error) {
+func hierarchies() ([]string, error) { return cgroupMounts("cgroup") }
+
+// allHierarchies adds the cgroup v2 hierarchy of a hybrid host (/sys/fs/cgroup/unified), where
+// runc also makes the pods' cgroups.
+func allHierarchies() ([]string, error) { return cgroupMounts("cgroup", "cgroup2") }
+
+func cgroupMounts(types ...string) ([]string, error) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -92,7 +98,7 @@ func hierarchies() ([]string, error) {
 	for line := range strings.Lines(string(b)) {
 		f := strings.Fields(line)
 		sep := indexOf(f, "-")
-		if sep < 0 || sep+1 >= len(f) || f[sep+1] != "cgroup" || !strings.HasPrefix(f[4], "/sys/fs/cgroup/") {
+		if sep < 0 || sep+1 >= len(f) || indexOf(types, f[sep+1]) < 0 || !strings.HasPrefix(f[4], "/sys/fs/cgroup/") {
 			continue
 		}
 		out = append(out, f[4])
@@ -142,7 +148,7 @@ func makeCgroupRoot() error {
 
 // cgroupPIDs lists the processes in CgroupRoot's tree, in any hierarchy.
 func cgroupPIDs() []int {
-	hs, _ := hierarchies()
+	hs, _ := allHierarchies()
 	seen := map[int]bool{}
 	var out []int
 	for _, h := range hs {
@@ -176,7 +182,7 @@ func removeCgroupRoot() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	hs, err := hierarchies()
+	hs, err := allHierarchies()
 	if err != nil {
 		return err
 	}
