@@ -50,20 +50,20 @@ func TestSpecValidate(t *testing.T) {
 		edit func(*Spec)
 		want string
 	}{
-		"target":          {func(s *Spec) { s.Target = "Wait Stage" }, `target "Wait Stage"`},
-		"suite":           {func(s *Spec) { s.Base.Suite = "trixie;rm" }, `base suite "trixie;rm"`},
-		"package":         {func(s *Spec) { s.Base.Packages = []string{"iptables", "x && curl"} }, `base package "x && curl"`},
+		"target":             {func(s *Spec) { s.Target = "Wait Stage" }, `target "Wait Stage"`},
+		"suite":              {func(s *Spec) { s.Base.Suite = "trixie;rm" }, `base suite "trixie;rm"`},
+		"package":            {func(s *Spec) { s.Base.Packages = []string{"iptables", "x && curl"} }, `base package "x && curl"`},
 		"packages, no suite": {func(s *Spec) { s.Base = Base{Packages: []string{"iptables"}} }, `need a suite`},
-		"no files":        {func(s *Spec) { s.Files = nil }, "files: none"},
-		"binary":          {func(s *Spec) { s.Files[0].Binary = "../etc/passwd" }, `file binary "../etc/passwd"`},
-		"relative path":   {func(s *Spec) { s.Files[0].Path = "usr/bin/x" }, `path "usr/bin/x"`},
-		"dot-dot path":    {func(s *Spec) { s.Files[0].Path = "/usr/../x" }, `path "/usr/../x"`},
-		"space in path":   {func(s *Spec) { s.Files[0].Path = "/usr/bin/a b" }, `element "a b"`},
-		"user name":       {func(s *Spec) { s.User = "root" }, `user "root"`},
-		"user, no gid":    {func(s *Spec) { s.User = "1337:" }, `user "1337:": "" is not a decimal ID`},
-		"user, sign":      {func(s *Spec) { s.User = "+1:1" }, `"+1" is not a decimal ID`},
-		"no entrypoint":   {func(s *Spec) { s.Entrypoint = nil }, "entrypoint: empty"},
-		"quote in cmd":    {func(s *Spec) { s.Cmd = []string{`run"`} }, `argument "run\""`},
+		"no files":           {func(s *Spec) { s.Files = nil }, "files: none"},
+		"binary":             {func(s *Spec) { s.Files[0].Binary = "../etc/passwd" }, `file binary "../etc/passwd"`},
+		"relative path":      {func(s *Spec) { s.Files[0].Path = "usr/bin/x" }, `path "usr/bin/x"`},
+		"dot-dot path":       {func(s *Spec) { s.Files[0].Path = "/usr/../x" }, `path "/usr/../x"`},
+		"space in path":      {func(s *Spec) { s.Files[0].Path = "/usr/bin/a b" }, `element "a b"`},
+		"user name":          {func(s *Spec) { s.User = "root" }, `user "root"`},
+		"user, no gid":       {func(s *Spec) { s.User = "1337:" }, `user "1337:": "" is not a decimal ID`},
+		"user, sign":         {func(s *Spec) { s.User = "+1:1" }, `"+1" is not a decimal ID`},
+		"no entrypoint":      {func(s *Spec) { s.Entrypoint = nil }, "entrypoint: empty"},
+		"quote in cmd":       {func(s *Spec) { s.Cmd = []string{`run"`} }, `argument "run\""`},
 	}
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {
