@@ -224,6 +224,9 @@ func TestBadValues(t *testing.T) {
 		{"unknown discovery strategy", "controller.discovery={named,bogus}", []string{"/controller/discovery/1", "'named', 'cni-cache', 'proc-uid', 'proc-ip'"}},
 		{"previous strategy name", "controller.discovery={netns,cgroup}", []string{"/controller/discovery/0", "'named', 'cni-cache', 'proc-uid', 'proc-ip'"}},
 		{"discovery without proof", "controller.discovery={named,proc-ip}", []string{"controller.discovery [named proc-ip]: none proves whose a namespace is", "add cni-cache or proc-uid"}},
+		{"no admission policy", "admissionPolicy.enabled=false", []string{"admissionPolicy.enabled=false", "admissionPolicy.acknowledgeUnconfined=true"}},
+		{"maxSurge", "updateStrategy.rollingUpdate.maxSurge=1", []string{"updateStrategy.rollingUpdate.maxSurge=1: a surge would run two controllers on one node"}},
+		{"maxSurge percent", "updateStrategy.rollingUpdate.maxSurge=10%", []string{"updateStrategy.rollingUpdate.maxSurge=10%"}},
 		{"relative CNI results dir", "hostPaths.cniResultsDir=var/lib/cni/results", []string{"/hostPaths/cniResultsDir", "var/lib/cni/results"}},
 		{"unknown backend", "controller.iptablesBackend=xtables", []string{"/controller/iptablesBackend", "'auto', 'legacy', 'nft'"}},
 		{"bad drift period", "controller.driftPeriod=often", []string{"/controller/driftPeriod", "often"}},
@@ -266,5 +269,30 @@ func TestAPIServerAddress(t *testing.T) {
 	want := map[string]string{"KUBERNETES_SERVICE_HOST": "192.0.2.10", "KUBERNETES_SERVICE_PORT": "6443"}
 	if got := env("k8sServiceHost=192.0.2.10", "k8sServicePort=6443"); !maps.Equal(got, want) {
 		t.Errorf("env %v, want %v", got, want)
+	}
+}
+
+// TestSafetyOverrides: the documented override renders the chart without the admission policy (and
+// only then), and a zero maxSurge (Kubernetes' default) is accepted.
+func TestSafetyOverrides(t *testing.T) {
+	policies := func(objs []*unstructured.Unstructured) int {
+		n := 0
+		for _, o := range harness.OfKind(objs, "ValidatingAdmissionPolicy") {
+			if strings.Contains(o.GetName(), "annotations") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := policies(render(t)); n == 0 {
+		t.Errorf("default values: no annotation policy")
+	}
+	if n := policies(render(t, "admissionPolicy.enabled=false", "admissionPolicy.acknowledgeUnconfined=true")); n != 0 {
+		t.Errorf("policy disabled with the override: %d annotation policies, want none", n)
+	}
+	var ds appsv1.DaemonSet
+	into(t, find(t, render(t, "updateStrategy.rollingUpdate.maxSurge=0"), "DaemonSet", release), &ds)
+	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru == nil || ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 0 {
+		t.Errorf("maxSurge=0: rolling update %+v, want maxSurge 0", ru)
 	}
 }

@@ -75,6 +75,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if has "cni-cache" .Values.controller.discovery }}true{{ end }}
 {{- end }}
 
+{{/* Refusals of configurations that would weaken the node's isolation; each names the value. */}}
+{{- define "ipnc.checkSafety" -}}
+{{- if and (not .Values.admissionPolicy.enabled) (not .Values.admissionPolicy.acknowledgeUnconfined) }}
+{{- fail "admissionPolicy.enabled=false: the ClusterRole grants pods/status patch cluster-wide and the admission policy is what confines each controller to its own node's pods and to the annotations; to install without it anyway (e.g. an equivalent policy of your own), also set admissionPolicy.acknowledgeUnconfined=true (docs/install.md)" }}
+{{- end }}
+{{- with .Values.updateStrategy }}{{ with .rollingUpdate }}
+{{- if and (hasKey . "maxSurge") (not (has (toString .maxSurge) (list "0" "0%" ""))) }}
+{{- fail (printf "updateStrategy.rollingUpdate.maxSurge=%v: a surge would run two controllers on one node (host ports, per-pod locks in each pod's own emptyDir); leave it unset, use maxUnavailable" .maxSurge) }}
+{{- end }}
+{{- end }}{{ end }}
+{{- end }}
+
 {{/* The name of the wait init container: the injection template's, and the controller's
      --wait-container-name default. */}}
 {{- define "ipnc.waitContainerName" -}}istio-pod-network-wait{{- end }}
