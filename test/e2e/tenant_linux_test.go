@@ -78,8 +78,8 @@ func TestTenantForgesPodIPs(t *testing.T) {
 			}
 			forged++
 		}
-		if got := ours(cur.Annotations); got[contract.KeyStatus] == string(contract.StatusReady) {
-			t.Fatalf("the tenant's pod was released: %v", got)
+		if got := ours(cur.Annotations); got[contract.KeyNetns] == victimAnn[contract.KeyNetns] {
+			t.Fatalf("the tenant's pod was annotated with the victim's namespace: %v", got)
 		}
 		vNow, err := e.c.Client.CoreV1().Pods(ns).Get(ctx, "victim", metav1.GetOptions{})
 		if err != nil {
@@ -102,6 +102,15 @@ func TestTenantForgesPodIPs(t *testing.T) {
 	}
 	got := ours(x.Annotations)
 	reason := got[contract.KeyReason]
+	if forged > 0 && got[contract.KeyStatus] == string(contract.StatusReady) {
+		// The kubelet wrote the real IP back in between: the controller may then have released
+		// the pod into its own namespace, and only there.
+		if sb, ok := e.kl.Sandbox(x.UID); !ok || got[contract.KeyNetns] != sb.NetnsID {
+			t.Fatalf("tenant pod released into %s, not its own namespace", got[contract.KeyNetns])
+		}
+		t.Logf("the kubelet restored the real IP %d times; the tenant's pod was released into its own namespace", forged)
+		return
+	}
 	if got[contract.KeyStatus] != string(contract.StatusPending) ||
 		!(strings.Contains(reason, "not proven to be the pod's") || strings.Contains(reason, "claimed by another pod")) {
 		t.Fatalf("tenant pod: %v, want pending with a reason saying the namespace is not proven to be its own", got)
