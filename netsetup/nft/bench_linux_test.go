@@ -3,9 +3,7 @@ package nft
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -109,19 +107,12 @@ func BenchmarkNftExecText(b *testing.B) {
 // `test/tools/build.sh pilot-agent`; it is looked for in PILOT_AGENT or the tools cache and the
 // benchmark is skipped without it. Timed through `ip netns exec` (the namespace switch included).
 func BenchmarkNftIstioNative(b *testing.B) {
-	requireNft(b)
-	agent := os.Getenv("PILOT_AGENT")
-	if agent == "" {
-		home, _ := os.UserHomeDir()
-		agent = filepath.Join(home, ".cache", "istio-pod-network-controller", "tools", "pilot-agent")
-	}
-	if _, err := os.Stat(agent); err != nil {
-		b.Skipf("pilot-agent not built (test/tools/build.sh pilot-agent): %v", err)
-	}
+	agent := pilotAgent(b)
 	args := []string{"netns", "exec", "", agent, "istio-iptables", "--native-nftables", "-p", "15001", "-z", "15006",
 		"-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090",
 		"-o", "15020", "--log_output_level", "default:error"}
-	testutil.PerPod(b, nil, func(n *testutil.Netns) error {
+	podIP := func(n *testutil.Netns) { withPodIP(b, n, false) }
+	testutil.PerPod(b, podIP, func(n *testutil.Netns) error {
 		args[2] = n.Name
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			b.Fatalf("pilot-agent: %v\n%s", err, out)

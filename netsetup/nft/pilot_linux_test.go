@@ -27,6 +27,17 @@ func pilotAgent(t testing.TB) string {
 	return agent
 }
 
+// withPodIP gives n an eth0 with the pod IP 10.1.0.2 (and fd00::2): istio-iptables needs one.
+func withPodIP(t testing.TB, n *testutil.Netns, ipv6 bool) {
+	t.Helper()
+	n.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+	n.Run(t, "ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
+	if ipv6 {
+		n.Run(t, "ip", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad")
+	}
+	n.Run(t, "ip", "link", "set", "eth0", "up")
+}
+
 // TestTwinIstioNative programs pods with Istio's own `pilot-agent istio-iptables
 // --native-nftables` in one namespace and with our applier in a twin: the tables read back over
 // netlink and `nft list table` must be identical, and our Verify (tables and routes) must accept
@@ -68,12 +79,7 @@ func TestTwinIstioNative(t *testing.T) {
 				c.setup(cfg)
 			}
 			istio, ours := testutil.NewNetns(t), testutil.NewNetns(t)
-			istio.Run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
-			istio.Run(t, "ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
-			if c.ipv6 {
-				istio.Run(t, "ip", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad")
-			}
-			istio.Run(t, "ip", "link", "set", "eth0", "up")
+			withPodIP(t, istio, c.ipv6)
 			etc := filepath.Join("/etc/netns", istio.Name) // ip netns exec mounts it over /etc
 			if err := os.MkdirAll(etc, 0o755); err != nil {
 				t.Fatal(err)
