@@ -17,7 +17,7 @@ import (
 )
 
 // buildController builds the controller image with the machine's root file system cache (shared
-// with `make images`; about 1.5–3 minutes when cold) and reads it back from its archive.
+// with `make images`; 1.5–5 minutes when cold) and reads it back from its archive.
 func buildController(t *testing.T) (v1.Image, string) {
 	t.Helper()
 	testutil.RequireRoot(t)
@@ -26,7 +26,7 @@ func buildController(t *testing.T) (v1.Image, string) {
 		t.Fatal(err)
 	}
 	if _, ok := CachedRootFS(Controller.Base, cache); !ok {
-		t.Logf("building the %s root file system into %s (cold: about 1.5–3 min)", Controller.Base.Suite, cache)
+		t.Logf("building the %s root file system into %s (cold: 1.5–5 min)", Controller.Base.Suite, cache)
 	}
 	img, err := Image(context.Background(), Controller, binaries(t), cache)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// rootfsTimeout bounds one mmdebstrap run (about 1.5–3 min on 2 cores with a fast mirror).
+// rootfsTimeout bounds one mmdebstrap run (1.5 min on an idle 2-core machine, 5 under heavy load).
 const rootfsTimeout = 20 * time.Minute
 
 // RootFS returns the path of base's root file system as a gzipped tar, building it with mmdebstrap
