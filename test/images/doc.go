@@ -18,9 +18,11 @@
 //
 // The root file system is cached as a gzipped tar in ~/.cache/istio-pod-network-controller/rootfs,
 // named by CacheKey (the suite, the packages and mmdebstrap's arguments): the first build takes
-// 1.5 minutes on an idle 2-core machine, about 5 under load (as root; mmdebstrap's output goes to a log file there), later ones seconds.
-// The cache is never refreshed by itself: delete the directory to pick up Debian's updates.
-// File times are fixed (Epoch), so the same binaries and cache give the same image digests.
+// 1.5 minutes on an idle 2-core machine, about 5 under load (as root; mmdebstrap's output goes to a
+// log file there), later ones seconds. The cache is never refreshed by itself: delete the directory
+// to pick up Debian's updates. File times are fixed (Epoch), so the same binaries and cache give the
+// same image digests (and two cold builds against the same mirror state gave the same root file
+// system, byte for byte).
 //
 // Load an archive with `ctr -n k8s.io images import FILE`, `podman load -i FILE`, `docker load -i
 // FILE` or `kind load image-archive FILE`.
