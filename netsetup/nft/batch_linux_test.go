@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -47,5 +48,26 @@ func TestBatchIsAtomic(t *testing.T) {
 	}
 	if _, err := a.Verify(ctx, h, "pod", cfg); err != nil {
 		t.Fatalf("the earlier rules no longer verify: %v", err)
+	}
+}
+
+// TestLargeRuleSet: a rule set whose dumps span many netlink reads (300 excluded ranges, 200
+// excluded ports) applies, reads back equal and re-applies as a no-op.
+func TestLargeRuleSet(t *testing.T) {
+	testutil.RequireRoot(t)
+	a, ctx := NewApplier(), context.Background()
+	cfg := config(rules.ModeRedirect, true)
+	for i := 0; i < 300; i++ {
+		cfg.OutboundIPRangesExclude = append(cfg.OutboundIPRangesExclude, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
+	}
+	for p := uint16(20000); p < 20200; p++ {
+		cfg.OutboundPortsExclude = append(cfg.OutboundPortsExclude, p)
+	}
+	h := openNS(t, testutil.NewNetns(t))
+	if res, err := a.Apply(ctx, h, "pod", cfg); err != nil || !res.Changed {
+		t.Fatalf("apply: changed=%v err=%v", res.Changed, err)
+	}
+	if res, err := a.Apply(ctx, h, "pod", cfg); err != nil || res.Changed {
+		t.Fatalf("re-apply: changed=%v err=%v", res.Changed, err)
 	}
 }

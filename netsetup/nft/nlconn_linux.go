@@ -18,6 +18,9 @@ type conn struct {
 	buf []byte
 }
 
+// defaultSndbuf is below the kernel's default socket send buffer (net.core.wmem_default).
+const defaultSndbuf = 128 << 10
+
 // dial opens a netfilter netlink socket in the calling thread's network namespace.
 func dial() (*conn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
@@ -47,6 +50,12 @@ func (c *conn) send(msgs []netlink.Message) (uint32, error) {
 		}
 		out = append(out, b...)
 	}
+	if len(out) > defaultSndbuf {
+		// A batch must arrive in one message; nft raises the buffer the same way.
+		if err := unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, len(out)); err != nil {
+			return 0, fmt.Errorf("netlink send buffer of %d bytes: %w", len(out), err)
+		}
+	}
 	if err := unix.Sendto(c.fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return 0, fmt.Errorf("netlink send: %w", err)
 	}
@@ -74,6 +83,7 @@ func (c *conn) receive(done func(m netlink.Message) bool) ([]netlink.Message, er
 			if err := m.UnmarshalBinary(b[:l]); err != nil {
 				return nil, err
 			}
+			m.Data = append([]byte(nil), m.Data...) // the buffer is reused by the next read
 			b = b[min(nlmsgAlign(l), len(b)):]
 			if m.Header.Type == netlink.Error && len(m.Data) >= 4 {
 				if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
