@@ -3,7 +3,7 @@
 # per machine under $TOOLS_DIR (default ~/.cache/istio-pod-network-controller/tools). A cached binary
 # is reused; the cold kube-apiserver build takes about 8.5 minutes on 2 cores.
 #
-#   test/tools/build.sh [kube] [etcd] [helm] [containerd] [crictl] [kubectl] [pilot-agent]   (no argument: all but pilot-agent)
+#   test/tools/build.sh [kube] [etcd] [helm] [containerd] [crictl] [kubectl] [pilot-agent]   (no argument: all)
 #
 # kube is kube-apiserver, kube-controller-manager, kube-scheduler and kubelet in one binary; each
 # component's name is accepted for it.
@@ -156,7 +156,7 @@ cached() {
 	esac
 }
 
-[ $# -gt 0 ] || set -- etcd helm kube containerd crictl kubectl
+[ $# -gt 0 ] || set -- etcd helm kube containerd crictl kubectl pilot-agent
 tools=()
 for t in "$@"; do
 	case $t in
