@@ -14,8 +14,8 @@
 #
 # kubectl (k8s.io/kubectl) runs the README's troubleshooting commands in the real-node tests and the demo.
 #
-# pilot-agent (Istio's, for the rule engine benchmark's comparison with `pilot-agent istio-iptables`)
-# is built only when asked for.
+# pilot-agent (Istio's): the nftables backend's twin tests and the rule engine benchmark compare
+# with its `istio-iptables`.
 #
 # Prints nothing on stdout but the tools directory. On stderr, one line per tool it builds ("building
 # kube v1.37.2 (step 1 of 4, about 12 min cold)…", a line every 2 minutes while it runs, then the time
