@@ -47,11 +47,11 @@ func ParseAnnotations(data []byte) (map[string]string, error) {
 
 // clip shortens b for an error message.
 func clip(b []byte) string {
-	const max = 80
-	if len(b) <= max {
+	const limit = 80
+	if len(b) <= limit {
 		return string(b)
 	}
-	return string(b[:max]) + "..."
+	return string(b[:limit]) + "..."
 }
 
 // errNoFile reports that the annotations file does not exist (yet).

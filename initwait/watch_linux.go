@@ -138,7 +138,7 @@ func (w *dirWatch) handle(ev inotifyEvent) {
 		w.wd = -1
 	case ev.mask&unix.IN_MOVE_SELF != 0:
 		// The watch follows the directory to its new name; the path we read is elsewhere now.
-		unix.InotifyRmWatch(w.fd, uint32(w.wd))
+		_, _ = unix.InotifyRmWatch(w.fd, uint32(w.wd)) // dropped either way: a failure means it is gone already
 		w.wd = -1
 	}
 }

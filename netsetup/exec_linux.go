@@ -83,13 +83,11 @@ func execWithFiles(ctx context.Context, env []string, stdin string, extra []*os.
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		code := -1
 		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else {
+		if !errors.As(err, &exit) {
 			return "", fmt.Errorf("%s: %w", name, err)
 		}
+		code := exit.ExitCode()
 		return "", &ExecError{Cmd: name + " " + strings.Join(args, " "), Code: code, Stderr: stderr.String(), Input: stdin}
 	}
 	return stdout.String(), nil

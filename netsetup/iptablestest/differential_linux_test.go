@@ -57,9 +57,9 @@ func differ(t *testing.T, backend string, fam rules.Family, inputs []string, cod
 		if codes != nil && codes[i] != code {
 			t.Fatalf("input %d: real %s exit %d (%s), the case expects %d", i, restore, code, msg, codes[i])
 		}
-		real := normalize(n.Run(t, save))
-		if fake := normalize(ns.Save(backend, fam)); fake != real {
-			t.Fatalf("input %d: saves differ\nreal:\n%s\nfake:\n%s\ninput:\n%s", i, real, fake, in)
+		kernel := normalize(n.Run(t, save))
+		if fake := normalize(ns.Save(backend, fam)); fake != kernel {
+			t.Fatalf("input %d: saves differ\nreal:\n%s\nfake:\n%s\ninput:\n%s", i, kernel, fake, in)
 		}
 	}
 }

@@ -25,8 +25,9 @@ func main() {
 	verbose := flag.Bool("v", false, "print the control plane's and the node's progress lines")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *node, *hold, *verbose); err != nil {
+	err := run(ctx, *node, *hold, *verbose)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
