@@ -103,6 +103,8 @@ func describe(p *corev1.Pod) (string, bool) {
 	switch {
 	case wait != nil && wait.State.Terminated != nil && wait.State.Terminated.ExitCode == 0 && p.Status.Phase == corev1.PodRunning:
 		return "released: the wait container proved the redirect and exited 0; pod Running", true
+	case wait != nil && wait.State.Terminated != nil && wait.State.Terminated.ExitCode == 0:
+		return "released: the wait container proved the redirect and exited 0; the next containers start", false
 	case wait != nil && wait.State.Terminated != nil:
 		return fmt.Sprintf("refused: wait container exited %d: %s", wait.State.Terminated.ExitCode, wait.State.Terminated.Message), true
 	case ann[contract.KeyStatus] == string(contract.StatusFailed):
