@@ -29,15 +29,20 @@ import (
 // sides are in iptables-save's canonical form. Nothing else may be in the pod's namespace.
 func checkRulesEqualRender(t *testing.T, bin string, p *corev1.Pod, podNetns string) {
 	t.Helper()
-	manifest, err := json.Marshal(p)
+	// As `kubectl get pod -o json` prints it: typed client objects come without their kind.
+	live := p.DeepCopy()
+	live.Kind, live.APIVersion = "Pod", "v1"
+	manifest, err := json.Marshal(live)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "render", "-f", "-")
 	cmd.Stdin = bytes.NewReader(manifest)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("render pod %s: %v", p.Name, err)
+		t.Fatalf("render pod %s: %v: %s", p.Name, err, stderr.String())
 	}
 	payload, ok := strings.CutPrefix(string(out), "# iptables-restore\n")
 	if !ok || strings.Contains(payload, "# ip6tables-restore") {
@@ -98,6 +103,9 @@ func probe(t *testing.T) string {
 		dir, err := os.MkdirTemp("", "ipnc-real-probe-")
 		if err != nil {
 			probeErr = err
+			return
+		}
+		if probeErr = os.Chmod(dir, 0o755); probeErr != nil { // the probe runs as the pod's UIDs
 			return
 		}
 		probeErr = harness.GoBuild(context.Background(), dir, "./test/e2e/probe")

@@ -98,7 +98,7 @@ func TestControllerManagerSchedulerAndNodeIdentity(t *testing.T) {
 
 func poll(t *testing.T, what string, cond func(context.Context) bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		return cond(ctx), nil
 	})
 	if err != nil {
