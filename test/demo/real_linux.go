@@ -28,7 +28,7 @@ const (
 // realNode runs the demo on a real node: the images built here and imported into containerd, the
 // chart installed with helm, the mesh pods made by Deployments from Istio's injector output.
 func realNode(ctx context.Context, p *progress, dir string, hold bool, detail io.Writer) error {
-	p.m = 6
+	p.m = 5
 	p.step("the controller and wait images (make build, the controller's Debian root file system: about 3 min on first use), kubectl")
 	archives, err := realnode.BuildProjectImages(ctx, filepath.Join(dir, "images"), toolLog{detail})
 	if err != nil {
