@@ -67,7 +67,7 @@ lint: ## golangci-lint (pinned in test/tools/lint/go.mod, configured in .golangc
 	$(GOTOOL) golangci-lint run ./...
 
 test-short: ## go test -race -short of the fast loop's packages (SHORT_PKGS): the rootless unit tests
-	$(GO) test -race -short -count=1 $(SHORT_PKGS)
+	$(GO) test -race -short $(SHORT_PKGS) # cached per package until it or a dependency changes
 
 vulncheck: ## govulncheck of the main module (needs the Go vulnerability database; says so when it cannot reach it); not part of check
 	@out=$$($(GOTOOL) govulncheck $(if $(VULNDB),-db $(VULNDB)) ./... 2>&1); rc=$$?; \
