@@ -15,7 +15,7 @@ import (
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
-// conformanceDir holds Istio's golden rule files (a copy of shared/conformance/istio).
+// conformanceDir holds Istio's golden rule files (test/conformance/istio).
 var conformanceDir = filepath.Join("..", "..", "test", "conformance", "istio")
 
 // TestCaptureConformance reproduces every golden of capture/cases.json: Istio's config-level

@@ -1,5 +1,5 @@
 // Package podconfig maps a pod to its sidecar capture configuration exactly as Istio's sidecar CNI
-// does (the mapping table in shared/conformance/istio/README.md), parsing every annotation strictly.
+// does (the mapping table in test/conformance/istio/README.md), parsing every annotation strictly.
 package podconfig
 
 import (
