@@ -1,7 +1,6 @@
 package nft
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -22,16 +21,14 @@ var (
 
 // Generate builds the nftables rule set Istio's istio-iptables --native-nftables installs for cfg
 // (tools/istio-nftables/pkg/capture/run.go). ModeNone yields an empty rule set. It fails only on
-// a configuration Istio itself refuses.
+// a configuration Istio itself refuses, and with a *rules.LimitError (before generating anything)
+// on one over the limits.
 func Generate(cfg *rules.Config) (*Ruleset, error) {
 	if cfg.InterceptionMode == rules.ModeNone {
 		return &Ruleset{}, nil
 	}
-	if cfg.InterceptionMode != rules.ModeRedirect && cfg.InterceptionMode != rules.ModeTProxy {
-		return nil, fmt.Errorf("interception mode %q: want REDIRECT, TPROXY or NONE", cfg.InterceptionMode)
-	}
-	if len(cfg.ProxyUIDs) == 0 || len(cfg.ProxyGIDs) == 0 {
-		return nil, errors.New("proxy UID and GID lists must not be empty")
+	if err := rules.CheckGenerate(cfg); err != nil {
+		return nil, err
 	}
 	g := &gen{c: cfg}
 	g.run()

@@ -36,13 +36,7 @@ func Generate(cfg *Config) (*RuleSet, error) {
 	if cfg.InterceptionMode == ModeNone {
 		return g.rs, nil
 	}
-	if cfg.InterceptionMode != ModeRedirect && cfg.InterceptionMode != ModeTProxy {
-		return nil, fmt.Errorf("interception mode %q: want REDIRECT, TPROXY or NONE", cfg.InterceptionMode)
-	}
-	if len(cfg.ProxyUIDs) == 0 || len(cfg.ProxyGIDs) == 0 {
-		return nil, errors.New("proxy UID and GID lists must not be empty")
-	}
-	if err := CheckLimits(cfg); err != nil {
+	if err := CheckGenerate(cfg); err != nil {
 		return nil, err
 	}
 	v4, v6 := Count(cfg)
@@ -54,6 +48,19 @@ func Generate(cfg *Config) (*RuleSet, error) {
 		g.rs.routes.TProxy, g.rs.routes.Mark, g.rs.routes.Table = true, cfg.TProxyMark, cfg.TProxyRouteTable
 	}
 	return g.rs, nil
+}
+
+// CheckGenerate refuses, before anything is generated, a REDIRECT or TPROXY configuration that
+// Istio itself refuses or that is over the limits (a *LimitError). Every backend's generator calls
+// it first, so none can be made to build an unbounded rule set.
+func CheckGenerate(cfg *Config) error {
+	if cfg.InterceptionMode != ModeRedirect && cfg.InterceptionMode != ModeTProxy {
+		return fmt.Errorf("interception mode %q: want REDIRECT, TPROXY or NONE", cfg.InterceptionMode)
+	}
+	if len(cfg.ProxyUIDs) == 0 || len(cfg.ProxyGIDs) == 0 {
+		return errors.New("proxy UID and GID lists must not be empty")
+	}
+	return CheckLimits(cfg)
 }
 
 type gen struct {
