@@ -1,7 +1,7 @@
 // Package controller is the node controller: it watches the pods of its node, programs the network
 // namespace of every mesh pod that carries the wait init container with Istio's redirect rules, and
 // annotates the pod (through pods/status) so that the wait container releases it. See
-// docs/controller.md and ../shared/DESIGN.md.
+// docs/controller.md and docs/design.md.
 //
 // The pattern is sample-controller's: event handlers only enqueue; a typed rate-limited work queue
 // keyed by namespace/name serializes all work on one pod (programming, retries and the periodic drift

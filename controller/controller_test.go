@@ -242,7 +242,7 @@ func TestForeignRulesFail(t *testing.T) {
 	f.expectPatch(pod, readyPatch("cookie:4097", hash, "ipv4"))
 }
 
-// TestPendingVersusFailed: transient errors set pending with the reason, patched only when the
+// TestPendingAndRetriesWithBackoff: transient errors set pending with the reason, patched only when the
 // reason changes, and are retried; success clears the reason.
 func TestPendingAndRetriesWithBackoff(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
