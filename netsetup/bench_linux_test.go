@@ -34,33 +34,7 @@ func typicalRules(tb testing.TB) (*rules.Config, *rules.RuleSet) {
 }
 
 // perPod times op once per iteration, each time in a fresh namespace, and reports percentiles.
-func perPod(b *testing.B, op func(n *testutil.Netns) error) { perPodSetup(b, nil, op) }
-
-// perPodSetup is perPod with an untimed setup of each namespace.
-func perPodSetup(b *testing.B, setup func(n *testutil.Netns), op func(n *testutil.Netns) error) {
-	var samples []time.Duration
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		n := testutil.NewNetns(b)
-		if setup != nil {
-			setup(n)
-		}
-		b.StartTimer()
-		start := time.Now()
-		if err := op(n); err != nil {
-			b.Fatal(err)
-		}
-		samples = append(samples, time.Since(start))
-	}
-	report(b, samples)
-}
-
-func report(b *testing.B, samples []time.Duration) {
-	slices.Sort(samples)
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(samples[len(samples)/2]), "ms-p50/pod")
-	b.ReportMetric(ms(samples[len(samples)*9/10]), "ms-p90/pod")
-}
+func perPod(b *testing.B, op func(n *testutil.Netns) error) { testutil.PerPod(b, nil, op) }
 
 // BenchmarkApply: the whole apply (canonical form cached, probe, one restore, read-back verify).
 func BenchmarkApply(b *testing.B) {
@@ -92,7 +66,7 @@ func BenchmarkApplyUnchanged(b *testing.B) {
 		}
 		samples = append(samples, time.Since(start))
 	}
-	report(b, samples)
+	testutil.ReportPercentiles(b, samples)
 }
 
 // BenchmarkRestoreOnly: the single iptables-restore of the payload, nothing else.
@@ -214,7 +188,7 @@ func BenchmarkIstioIptables(b *testing.B) {
 		n.Run(b, "ip", "addr", "add", "10.1.0.2/24", "dev", "eth0")
 		n.Run(b, "ip", "link", "set", "eth0", "up")
 	}
-	perPodSetup(b, podIP, func(n *testutil.Netns) error {
+	testutil.PerPod(b, podIP, func(n *testutil.Netns) error {
 		h := openNS(b, n)
 		return h.Do(func() error {
 			_, err := execTool(context.Background(), os.Environ(), "", agent, args...)

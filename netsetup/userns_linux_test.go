@@ -2,9 +2,6 @@ package netsetup
 
 import (
 	"context"
-	"os/exec"
-	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
@@ -24,18 +21,7 @@ func TestUserNamespacePod(t *testing.T) {
 func testUserNamespacePod(t *testing.T, b Backend) {
 	testutil.RequireRoot(t)
 	const base = 100000
-	sandbox := exec.Command("sleep", "600")
-	sandbox.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-	}
-	if err := sandbox.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sandbox.Process.Kill(); _ = sandbox.Wait() })
-	path := "/proc/" + strconv.Itoa(sandbox.Process.Pid) + "/ns/net"
-	testutil.Run(t, "nsenter", "--net="+path, "ip", "link", "set", "lo", "up")
+	path := testutil.UserNetns(t, base)
 	h, err := netns.Open(path)
 	if err != nil {
 		t.Fatal(err)
