@@ -18,6 +18,8 @@ import (
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 func TestSelection(t *testing.T) {
@@ -156,7 +158,7 @@ func TestNoRetriggerFromOwnPatch(t *testing.T) {
 }
 
 func TestInvalidConfigurationFailsWithoutRetry(t *testing.T) {
-	pod := meshPod("web", "10.1.0.5", annotate(podconfig.AnnotationExcludeInboundPorts, "80,"))
+	pod := meshPod("web", "10.1.0.5", annotate(istioapi.AnnotationExcludeInboundPorts, "80,"))
 	f := newSandboxed(t, pod)
 	_, err := podconfig.FromPod(pod)
 	reason := err.Error()
@@ -187,7 +189,7 @@ func TestInvalidConfigurationFailsWithoutRetry(t *testing.T) {
 	f.expectEvents()
 
 	// The user fixes the annotation: programmed.
-	fixed, queued := f.update(pod, annotate(podconfig.AnnotationExcludeInboundPorts, "80"))
+	fixed, queued := f.update(pod, annotate(istioapi.AnnotationExcludeInboundPorts, "80"))
 	if !queued {
 		t.Fatal("the fix was not queued")
 	}
@@ -236,7 +238,7 @@ func TestForeignRulesFail(t *testing.T) {
 	}
 	// An input changes (and the other rules are gone by now): programmed.
 	f.applier.foreign[cookie(4097)] = false
-	edited, _ := f.update(pod, annotate(podconfig.AnnotationExcludeOutboundPorts, "9000"))
+	edited, _ := f.update(pod, annotate(istioapi.AnnotationExcludeOutboundPorts, "9000"))
 	f.mustSync(edited)
 	_, hash := specOf(t, edited)
 	f.expectPatch(pod, readyPatch("cookie:4097", hash, "ipv4"))
@@ -376,7 +378,7 @@ func TestRulesFixedAtRelease(t *testing.T) {
 	f.applier.takeCalls()
 	_, released := specOf(t, pod)
 
-	edited, queued := f.update(pod, annotate(podconfig.AnnotationExcludeInboundPorts, "8080"))
+	edited, queued := f.update(pod, annotate(istioapi.AnnotationExcludeInboundPorts, "8080"))
 	if !queued {
 		t.Fatal("edit not queued")
 	}
@@ -401,7 +403,7 @@ func TestRulesFixedAtRelease(t *testing.T) {
 	f.expectEvents("Warning DriftRepaired: " + released)
 
 	// An invalid edit is reported too, and still does not touch the pod.
-	bad, _ := f.update(pod, annotate(podconfig.AnnotationExcludeInboundPorts, "x"))
+	bad, _ := f.update(pod, annotate(istioapi.AnnotationExcludeInboundPorts, "x"))
 	f.mustSync(bad)
 	f.expectNoPatch()
 	f.expectEvents(`Warning SpecChanged: now refused: traffic.sidecar.istio.io/excludeInboundPorts: invalid value "x"`)
@@ -426,7 +428,7 @@ func TestAfterRestart(t *testing.T) {
 		f.expectEvents("Warning DriftRepaired: " + releasedHash)
 	})
 
-	edit := annotate(podconfig.AnnotationExcludeInboundPorts, "8080")
+	edit := annotate(istioapi.AnnotationExcludeInboundPorts, "8080")
 	t.Run("spec changed, released rules live: nothing to do", func(t *testing.T) {
 		pod := meshPod("web", "10.1.0.5", released, edit)
 		_, now := specOf(t, pod)
@@ -669,6 +671,6 @@ func TestWorkPerPod(t *testing.T) {
 	f.expectPatch(pod, readyPatch("cookie:5001", hash, "ipv4"))
 
 	// An edit of the inputs is not skipped either: reported once.
-	step("annotation edited", true, annotate(podconfig.AnnotationExcludeInboundPorts, "8080"))
+	step("annotation edited", true, annotate(istioapi.AnnotationExcludeInboundPorts, "8080"))
 	f.expectEvents("Normal Programmed", "Normal SandboxRecreated", "Normal Programmed", "Warning SpecChanged")
 }

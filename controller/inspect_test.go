@@ -10,13 +10,14 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 func TestInspectVerdicts(t *testing.T) {
 	base := meshPod("web", "10.1.0.5")
 	_, released := specOf(t, base)
-	_, edited := specOf(t, meshPod("web", "10.1.0.5", annotate(podconfig.AnnotationExcludeInboundPorts, "8080")))
+	_, edited := specOf(t, meshPod("web", "10.1.0.5", annotate(istioapi.AnnotationExcludeInboundPorts, "8080")))
 	readyFor := func(netnsID string) func(*corev1.Pod) {
 		return annotate(contract.KeyStatus, "ready", contract.KeyNetns, netnsID, contract.KeyRules, released, contract.KeyFamilies, "ipv4")
 	}
@@ -43,11 +44,11 @@ func TestInspectVerdicts(t *testing.T) {
 			VerdictNotProgrammed, 4, "status failed: bad port"},
 		"STALE NAMESPACE": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 5001, released, nil,
 			VerdictStaleNamespace, 5, "released for network namespace cookie:4097, but the pod's namespace is now cookie:5001"},
-		"SPEC CHANGED, released rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "8080")}, 4097, released, nil,
+		"SPEC CHANGED, released rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(istioapi.AnnotationExcludeInboundPorts, "8080")}, 4097, released, nil,
 			VerdictSpecChanged, 6, "released with rules " + released + ", the configuration now gives rules " + edited + "; rules are fixed at release: restart the pod to apply the change; rules are live"},
-		"SPEC CHANGED, no rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "8080")}, 4097, "", nil,
+		"SPEC CHANGED, no rules live": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(istioapi.AnnotationExcludeInboundPorts, "8080")}, 4097, "", nil,
 			VerdictSpecChanged, 6, "NO rules are live"},
-		"SPEC CHANGED, now invalid": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(podconfig.AnnotationExcludeInboundPorts, "x")}, 4097, released, nil,
+		"SPEC CHANGED, now invalid": {[]func(*corev1.Pod){readyFor("cookie:4097"), annotate(istioapi.AnnotationExcludeInboundPorts, "x")}, 4097, released, nil,
 			VerdictSpecChanged, 6, `the configuration now gives refused: traffic.sidecar.istio.io/excludeInboundPorts: invalid value "x"`},
 		"error, namespace gone": {[]func(*corev1.Pod){readyFor("cookie:4097")}, 0, "", nil,
 			"", 1, ""},

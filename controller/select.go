@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // Init containers that install Istio's rules themselves (istio-init) or check them (istio-validation,
@@ -73,7 +75,7 @@ func waitRunning(pod *corev1.Pod, wait string) string {
 // informer transform (TrimPod) drops.
 func fingerprint(pod *corev1.Pod) string {
 	h := sha256.New()
-	for _, k := range podconfig.Annotations { // a fixed order
+	for _, k := range istioapi.Annotations { // a fixed order
 		if v, ok := pod.Annotations[k]; ok {
 			h.Write([]byte(k + "\x00" + v + "\x00"))
 		}

@@ -8,7 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // The tenant tests: whatever a tenant writes into its own pod X (annotations, and status.podIPs
@@ -74,8 +75,8 @@ func forge(ips ...string) func(*corev1.Pod) {
 
 func TestTenantPodWithVictimsIP(t *testing.T) {
 	modes := map[string]func(*corev1.Pod){
-		"NONE":     annotate(podconfig.AnnotationInterceptionMode, "NONE"),
-		"REDIRECT": annotate(podconfig.AnnotationInterceptionMode, "REDIRECT"),
+		"NONE":     annotate(istioapi.AnnotationInterceptionMode, "NONE"),
+		"REDIRECT": annotate(istioapi.AnnotationInterceptionMode, "REDIRECT"),
 	}
 	for mode, m := range modes {
 		for _, own := range []bool{false, true} {

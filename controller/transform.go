@@ -9,6 +9,8 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // TrimPod returns the pod informer's transform: each cached pod keeps only what the controller
@@ -34,7 +36,7 @@ func TrimPod(waitContainer string) cache.TransformFunc {
 }
 
 // keptAnnotations are the annotations the controller reads: FromPod's and its own.
-var keptAnnotations = slices.Concat(podconfig.Annotations, contract.Keys)
+var keptAnnotations = slices.Concat(istioapi.Annotations, contract.Keys)
 
 // trimPod returns a new pod holding only what the controller reads of pod.
 func trimPod(pod *corev1.Pod, wait string) *corev1.Pod {

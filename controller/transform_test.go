@@ -17,6 +17,8 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // readings is everything the controller reads of a cached pod, through the functions that read
@@ -59,7 +61,7 @@ func fullPod(i int) *corev1.Pod {
 		p.Labels = map[string]string{"app": "web", "version": "v1", "security.istio.io/tlsMode": "istio"}
 		p.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = strings.Repeat("x", 2048)
 		p.Annotations["sidecar.istio.io/status"] = `{"initContainers":["istio-pod-network-wait"],"containers":["istio-proxy"],"volumes":["workload-socket","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"]}`
-		p.Annotations[podconfig.AnnotationExcludeOutboundPorts] = "9000,9001"
+		p.Annotations[istioapi.AnnotationExcludeOutboundPorts] = "9000,9001"
 		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate,
 			FieldsV1: &metav1.FieldsV1{Raw: managedFields}}}
 		p.Spec.Containers[1].Env = env
@@ -137,8 +139,8 @@ func TestTrimPodKeepsWhatIsRead(t *testing.T) {
 func FuzzTrimPod(f *testing.F) {
 	for i, p := range []*corev1.Pod{fullPod(1), meshPod("plain", "fd00::5"), meshPod("x", "")} {
 		if i == 1 {
-			annotate(podconfig.AnnotationInterceptionMode, "TPROXY", podconfig.AnnotationIncludeOutboundIPRanges, "10.0.0.0/8,fd00::/8",
-				podconfig.AnnotationRerouteVirtual, "eth1,eth1", contract.KeyStatus, "pending")(p)
+			annotate(istioapi.AnnotationInterceptionMode, "TPROXY", istioapi.AnnotationIncludeOutboundIPRanges, "10.0.0.0/8,fd00::/8",
+				istioapi.AnnotationRerouteVirtual, "eth1,eth1", contract.KeyStatus, "pending")(p)
 			p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: "istio-init"})
 			p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: "10.1.0.5"})
 		}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/initwait/waittest"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // kubeletSample is a file as the kubelet writes it (fieldpath.FormatMap): sorted keys, %q values, no
@@ -115,11 +117,11 @@ func TestParseAnnotationsErrors(t *testing.T) {
 // never to a different value.
 func TestParseAnnotationsHalfWritten(t *testing.T) {
 	full := map[string]string{
-		contract.KeyFamilies:         "ipv4,ipv6",
-		contract.KeyNetns:            "cookie:123456789",
-		contract.KeyReason:           "quote \" newline \n unicode ✓",
-		contract.KeyStatus:           "ready",
-		contract.KeyInterceptionMode: "NONE",
+		contract.KeyFamilies:                "ipv4,ipv6",
+		contract.KeyNetns:                   "cookie:123456789",
+		contract.KeyReason:                  "quote \" newline \n unicode ✓",
+		contract.KeyStatus:                  "ready",
+		istioapi.AnnotationInterceptionMode: "NONE",
 	}
 	data := waittest.Format(full)
 	complete := 0

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // Family is an IP address family the redirect self-test covers.
@@ -116,6 +118,6 @@ func evaluate(data []byte, readErr error, self contract.NetnsID) state {
 	if err != nil {
 		return state{msg: "waiting: status is ready but " + err.Error()}
 	}
-	noCapture := ann[contract.KeyInterceptionMode] == contract.InterceptionNone && ann[contract.KeyRules] == contract.RulesNone
+	noCapture := ann[istioapi.AnnotationInterceptionMode] == istioapi.InterceptionNone && ann[contract.KeyRules] == contract.RulesNone
 	return state{phase: phaseReady, msg: "the controller reports ready for this network namespace", fam: fam, noCapture: noCapture}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/initwait/waittest"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 var testSelf = contract.NetnsID{Kind: contract.KindCookie, Value: 4097}
@@ -62,15 +64,15 @@ func TestEvaluate(t *testing.T) {
 		{name: "ready with bad netns", ann: ready("cookie:x"), phase: phaseWaiting, msg: `"x" is not a positive 64-bit number`},
 		{name: "stale cookie", ann: ready("cookie:4098"), phase: phaseStale, msg: "stale: it names network namespace cookie:4098, but this container runs in cookie:4097"},
 		{name: "same number, other kind", ann: ready("inode:4097"), phase: phaseStale, msg: "stale"},
-		{name: "interception NONE without rules", ann: ready("cookie:4097", contract.KeyInterceptionMode, "NONE", contract.KeyRules, "none"),
+		{name: "interception NONE without rules", ann: ready("cookie:4097", istioapi.AnnotationInterceptionMode, "NONE", contract.KeyRules, "none"),
 			phase: phaseReady, fam: families{v4: true}, noCapture: true},
-		{name: "interception NONE but rules programmed", ann: ready("cookie:4097", contract.KeyInterceptionMode, "NONE"),
+		{name: "interception NONE but rules programmed", ann: ready("cookie:4097", istioapi.AnnotationInterceptionMode, "NONE"),
 			phase: phaseReady, fam: families{v4: true}},
 		{name: "rules none but interception REDIRECT", ann: ready("cookie:4097", contract.KeyRules, "none"),
 			phase: phaseReady, fam: families{v4: true}},
-		{name: "interception none lower case", ann: ready("cookie:4097", contract.KeyInterceptionMode, "none", contract.KeyRules, "none"),
+		{name: "interception none lower case", ann: ready("cookie:4097", istioapi.AnnotationInterceptionMode, "none", contract.KeyRules, "none"),
 			phase: phaseReady, fam: families{v4: true}},
-		{name: "interception NONE on a stale annotation", ann: ready("cookie:1", contract.KeyInterceptionMode, "NONE", contract.KeyRules, "none"), phase: phaseStale},
+		{name: "interception NONE on a stale annotation", ann: ready("cookie:1", istioapi.AnnotationInterceptionMode, "NONE", contract.KeyRules, "none"), phase: phaseStale},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/initwait/waittest"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // Durations of the fake clock's timers: distinct, so a test fires exactly the one it means.
@@ -348,7 +350,7 @@ func TestRunTimeoutAfterSelfTestFailureThenPending(t *testing.T) {
 
 func TestRunInterceptionNone(t *testing.T) {
 	t.Run("no rules: released without a self-test", func(t *testing.T) {
-		h := startRun(t, ready("cookie:4097", contract.KeyInterceptionMode, "NONE", contract.KeyRules, "none"), nil)
+		h := startRun(t, ready("cookie:4097", istioapi.AnnotationInterceptionMode, "NONE", contract.KeyRules, "none"), nil)
 		h.exit(ExitReleased)
 		if n := len(h.tester.called()); n != 0 {
 			t.Errorf("self-tested %d times", n)
@@ -357,7 +359,7 @@ func TestRunInterceptionNone(t *testing.T) {
 	t.Run("rules programmed: self-tested", func(t *testing.T) {
 		h := startRun(t, nil, nil)
 		h.tester.setErr(errors.New("refused"))
-		h.write(ready("cookie:4097", contract.KeyInterceptionMode, "NONE"))
+		h.write(ready("cookie:4097", istioapi.AnnotationInterceptionMode, "NONE"))
 		h.waitLog("self-test fails", 1)
 		h.running()
 	})

@@ -52,12 +52,6 @@ const (
 // RulesNone is the KeyRules value for a pod whose interception mode is NONE.
 const RulesNone = "none"
 
-// Istio annotation read by the wait container too: NONE means no capture, so no self-test.
-const (
-	KeyInterceptionMode = "sidecar.istio.io/interceptionMode"
-	InterceptionNone    = "NONE"
-)
-
 // NetnsID identifies a network namespace. Kind is "cookie" (SO_NETNS_COOKIE: 64-bit, never reused
 // while the system runs) or "inode" (the nsfs inode: reused by the kernel, the fallback on kernels
 // older than 5.14, where the wait container's self-test is the real check).

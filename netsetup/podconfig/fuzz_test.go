@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // The fuzz targets check the parsers' contract on arbitrary input: no panic, and whatever is
@@ -130,10 +132,10 @@ func FuzzFromPodGenerate(f *testing.F) {
 		ann := map[string]string{}
 		input := 0
 		for key, v := range map[string]string{
-			AnnotationInterceptionMode: mode, AnnotationIncludeOutboundIPRanges: include,
-			AnnotationExcludeOutboundIPRanges: exclude, AnnotationIncludeInboundPorts: inPorts,
-			AnnotationExcludeInboundPorts: exInPorts, AnnotationIncludeOutboundPorts: outPorts,
-			AnnotationExcludeOutboundPorts: exOutPorts, AnnotationExcludeInterfaces: nics, AnnotationRerouteVirtual: virt,
+			istioapi.AnnotationInterceptionMode: mode, istioapi.AnnotationIncludeOutboundIPRanges: include,
+			istioapi.AnnotationExcludeOutboundIPRanges: exclude, istioapi.AnnotationIncludeInboundPorts: inPorts,
+			istioapi.AnnotationExcludeInboundPorts: exInPorts, istioapi.AnnotationIncludeOutboundPorts: outPorts,
+			istioapi.AnnotationExcludeOutboundPorts: exOutPorts, istioapi.AnnotationExcludeInterfaces: nics, istioapi.AnnotationRerouteVirtual: virt,
 		} {
 			if v != "" {
 				ann[key] = v

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // MaxValueBytes bounds each annotation FromPod reads, checked before the value is split: a list at
@@ -14,7 +16,7 @@ const MaxValueBytes = 64 << 10
 
 // checkSizes refuses an annotation FromPod reads that is longer than MaxValueBytes.
 func checkSizes(ann map[string]string) error {
-	for _, key := range Annotations {
+	for _, key := range istioapi.Annotations {
 		if v := ann[key]; len(v) > MaxValueBytes {
 			return &rules.LimitError{Field: key, Count: len(v), Limit: MaxValueBytes, Unit: "bytes"}
 		}
@@ -75,13 +77,13 @@ func (p *parser) checkTotal(cfg *rules.Config, proxyField, rerouteKey string) {
 		return
 	}
 	source := map[string]string{
-		"OutboundIPRangesInclude":  AnnotationIncludeOutboundIPRanges,
-		"OutboundIPRangesExclude":  AnnotationExcludeOutboundIPRanges,
-		"InboundPortsInclude":      AnnotationIncludeInboundPorts,
-		"InboundPortsExclude":      AnnotationExcludeInboundPorts,
-		"OutboundPortsInclude":     AnnotationIncludeOutboundPorts,
-		"OutboundPortsExclude":     AnnotationExcludeOutboundPorts,
-		"ExcludeInterfaces":        AnnotationExcludeInterfaces,
+		"OutboundIPRangesInclude":  istioapi.AnnotationIncludeOutboundIPRanges,
+		"OutboundIPRangesExclude":  istioapi.AnnotationExcludeOutboundIPRanges,
+		"InboundPortsInclude":      istioapi.AnnotationIncludeInboundPorts,
+		"InboundPortsExclude":      istioapi.AnnotationExcludeInboundPorts,
+		"OutboundPortsInclude":     istioapi.AnnotationIncludeOutboundPorts,
+		"OutboundPortsExclude":     istioapi.AnnotationExcludeOutboundPorts,
+		"ExcludeInterfaces":        istioapi.AnnotationExcludeInterfaces,
 		"RerouteVirtualInterfaces": rerouteKey,
 		"ProxyUIDs":                proxyField + ".securityContext.runAsUser",
 		"ProxyGIDs":                proxyField + ".securityContext.runAsGroup",

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // apiServerAnnotationLimit is the API server's bound on a pod's annotations, keys and values
@@ -37,20 +39,20 @@ func worstCasePod() *corev1.Pod {
 	}
 	nic := func(i int) string { return fmt.Sprintf("vnet-%010d", i) }
 	ann := map[string]string{
-		AnnotationInterceptionMode:        "TPROXY",
-		AnnotationIncludeOutboundIPRanges: list(rules.MaxCIDRs, long6(1)),
-		AnnotationExcludeOutboundIPRanges: list(rules.MaxCIDRs, long6(2)),
-		AnnotationExcludeInterfaces:       list(rules.MaxInterfaces, nic),
-		AnnotationRerouteVirtual:          list(rules.MaxInterfaces, nic),
+		istioapi.AnnotationInterceptionMode:        "TPROXY",
+		istioapi.AnnotationIncludeOutboundIPRanges: list(rules.MaxCIDRs, long6(1)),
+		istioapi.AnnotationExcludeOutboundIPRanges: list(rules.MaxCIDRs, long6(2)),
+		istioapi.AnnotationExcludeInterfaces:       list(rules.MaxInterfaces, nic),
+		istioapi.AnnotationRerouteVirtual:          list(rules.MaxInterfaces, nic),
 	}
-	portKeys := []string{AnnotationIncludeInboundPorts, AnnotationExcludeInboundPorts, AnnotationIncludeOutboundPorts, AnnotationExcludeOutboundPorts}
+	portKeys := []string{istioapi.AnnotationIncludeInboundPorts, istioapi.AnnotationExcludeInboundPorts, istioapi.AnnotationIncludeOutboundPorts, istioapi.AnnotationExcludeOutboundPorts}
 	used := 0
 	for k, v := range ann {
 		used += len(k) + len(v)
 	}
 	for i, key := range portKeys {
 		n := rules.MaxPorts
-		if key == AnnotationExcludeInboundPorts {
+		if key == istioapi.AnnotationExcludeInboundPorts {
 			n -= len(alwaysExcludedInbound)
 		}
 		budget := min((apiServerAnnotationLimit-used)/(len(portKeys)-i)-len(key), MaxValueBytes)
@@ -96,7 +98,7 @@ func TestWorstCaseRefused(t *testing.T) {
 		t.Fatalf("worst case: got %v, want a *rules.LimitError", err)
 	}
 	want := fmt.Sprintf("more than the limit of %d (largest lists: %s has 1024 elements, %s has 1024 elements, %s has 1024 elements)",
-		rules.MaxRules, AnnotationIncludeOutboundIPRanges, AnnotationExcludeOutboundIPRanges, AnnotationIncludeInboundPorts)
+		rules.MaxRules, istioapi.AnnotationIncludeOutboundIPRanges, istioapi.AnnotationExcludeOutboundIPRanges, istioapi.AnnotationIncludeInboundPorts)
 	if le.Unit != "IPv6 rules" || !strings.HasSuffix(err.Error(), want) {
 		t.Fatalf("worst case: got %q, want IPv6 rules ... %q", err, want)
 	}
@@ -123,15 +125,15 @@ func BenchmarkWorstCase(b *testing.B) {
 // generator (and ours before the limits) produce a million rules.
 func explodingPod() *corev1.Pod {
 	return meshPod(map[string]string{
-		AnnotationIncludeOutboundIPRanges: list(1000, func(i int) string { return fmt.Sprintf("10.%d.%d.0/24", i/256, i%256) }),
-		AnnotationRerouteVirtual:          strings.Repeat("net1,", 999) + "net1",
+		istioapi.AnnotationIncludeOutboundIPRanges: list(1000, func(i int) string { return fmt.Sprintf("10.%d.%d.0/24", i/256, i%256) }),
+		istioapi.AnnotationRerouteVirtual:          strings.Repeat("net1,", 999) + "net1",
 	}, "10.0.0.5")
 }
 
 func TestExplodingPodRefused(t *testing.T) {
 	pod := explodingPod()
 	_, err := FromPod(pod)
-	want := AnnotationRerouteVirtual + ": 1000 elements, more than the limit of 32"
+	want := istioapi.AnnotationRerouteVirtual + ": 1000 elements, more than the limit of 32"
 	if !errors.Is(err, ErrInvalid) || err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %q", err, want)
 	}
@@ -152,18 +154,18 @@ func TestAnnotationLimits(t *testing.T) {
 		ann  map[string]string
 		want string
 	}{
-		{map[string]string{AnnotationIncludeOutboundIPRanges: cidrs(1025)}, AnnotationIncludeOutboundIPRanges + ": 1025 elements, more than the limit of 1024"},
-		{map[string]string{AnnotationExcludeOutboundIPRanges: cidrs(1025)}, AnnotationExcludeOutboundIPRanges + ": 1025 elements, more than the limit of 1024"},
-		{map[string]string{AnnotationIncludeInboundPorts: ports(1025)}, AnnotationIncludeInboundPorts + ": 1025 elements, more than the limit of 1024"},
-		{map[string]string{AnnotationExcludeInboundPorts: ports(1022)}, AnnotationExcludeInboundPorts + ": 1022 elements, more than the limit of 1021"},
-		{map[string]string{AnnotationIncludeOutboundPorts: ports(1025)}, AnnotationIncludeOutboundPorts + ": 1025 elements, more than the limit of 1024"},
-		{map[string]string{AnnotationExcludeOutboundPorts: ports(1025)}, AnnotationExcludeOutboundPorts + ": 1025 elements, more than the limit of 1024"},
-		{map[string]string{AnnotationExcludeInterfaces: nics(33)}, AnnotationExcludeInterfaces + ": 33 elements, more than the limit of 32"},
-		{map[string]string{AnnotationKubevirtInterfaces: nics(33)}, AnnotationKubevirtInterfaces + ": 33 elements, more than the limit of 32"},
-		{map[string]string{AnnotationInterceptionMode: strings.Repeat("x", MaxValueBytes+1)}, AnnotationInterceptionMode + ": 65537 bytes, more than the limit of 65536"},
-		{map[string]string{AnnotationIncludeOutboundIPRanges: cidrs(300), AnnotationKubevirtInterfaces: nics(30)},
+		{map[string]string{istioapi.AnnotationIncludeOutboundIPRanges: cidrs(1025)}, istioapi.AnnotationIncludeOutboundIPRanges + ": 1025 elements, more than the limit of 1024"},
+		{map[string]string{istioapi.AnnotationExcludeOutboundIPRanges: cidrs(1025)}, istioapi.AnnotationExcludeOutboundIPRanges + ": 1025 elements, more than the limit of 1024"},
+		{map[string]string{istioapi.AnnotationIncludeInboundPorts: ports(1025)}, istioapi.AnnotationIncludeInboundPorts + ": 1025 elements, more than the limit of 1024"},
+		{map[string]string{istioapi.AnnotationExcludeInboundPorts: ports(1022)}, istioapi.AnnotationExcludeInboundPorts + ": 1022 elements, more than the limit of 1021"},
+		{map[string]string{istioapi.AnnotationIncludeOutboundPorts: ports(1025)}, istioapi.AnnotationIncludeOutboundPorts + ": 1025 elements, more than the limit of 1024"},
+		{map[string]string{istioapi.AnnotationExcludeOutboundPorts: ports(1025)}, istioapi.AnnotationExcludeOutboundPorts + ": 1025 elements, more than the limit of 1024"},
+		{map[string]string{istioapi.AnnotationExcludeInterfaces: nics(33)}, istioapi.AnnotationExcludeInterfaces + ": 33 elements, more than the limit of 32"},
+		{map[string]string{istioapi.AnnotationKubevirtInterfaces: nics(33)}, istioapi.AnnotationKubevirtInterfaces + ": 33 elements, more than the limit of 32"},
+		{map[string]string{istioapi.AnnotationInterceptionMode: strings.Repeat("x", MaxValueBytes+1)}, istioapi.AnnotationInterceptionMode + ": 65537 bytes, more than the limit of 65536"},
+		{map[string]string{istioapi.AnnotationIncludeOutboundIPRanges: cidrs(300), istioapi.AnnotationKubevirtInterfaces: nics(30)},
 			fmt.Sprintf("the configuration would generate 9349 IPv4 rules, more than the limit of %d (largest lists: %s has 300 elements, %s has 30 elements, %s has 3 elements)",
-				rules.MaxRules, AnnotationIncludeOutboundIPRanges, AnnotationKubevirtInterfaces, AnnotationExcludeInboundPorts)},
+				rules.MaxRules, istioapi.AnnotationIncludeOutboundIPRanges, istioapi.AnnotationKubevirtInterfaces, istioapi.AnnotationExcludeInboundPorts)},
 	}
 	for _, c := range cases {
 		t.Run(c.want[:strings.Index(c.want, " ")], func(t *testing.T) {
@@ -175,8 +177,8 @@ func TestAnnotationLimits(t *testing.T) {
 		})
 	}
 	// At the limits, accepted.
-	if _, err := FromPod(meshPod(map[string]string{AnnotationExcludeOutboundIPRanges: cidrs(1024),
-		AnnotationExcludeInboundPorts: ports(1021), AnnotationExcludeInterfaces: nics(32)}, "10.0.0.5")); err != nil {
+	if _, err := FromPod(meshPod(map[string]string{istioapi.AnnotationExcludeOutboundIPRanges: cidrs(1024),
+		istioapi.AnnotationExcludeInboundPorts: ports(1021), istioapi.AnnotationExcludeInterfaces: nics(32)}, "10.0.0.5")); err != nil {
 		t.Fatalf("at the limits: %v", err)
 	}
 }
@@ -184,11 +186,11 @@ func TestAnnotationLimits(t *testing.T) {
 // TestRepeatsDropped: repeated elements are dropped, the first of each kept in order.
 func TestRepeatsDropped(t *testing.T) {
 	cfg, err := FromPod(meshPod(map[string]string{
-		AnnotationIncludeOutboundIPRanges: "10.0.0.0/8,192.168.0.0/16,10.0.0.0/8",
-		AnnotationExcludeInboundPorts:     "15021,7000,15021,7000",
-		AnnotationIncludeInboundPorts:     "80, 443,80 ",
-		AnnotationExcludeInterfaces:       " eth1,eth2,eth1 ",
-		AnnotationRerouteVirtual:          strings.Repeat("net1,", 31) + "net1",
+		istioapi.AnnotationIncludeOutboundIPRanges: "10.0.0.0/8,192.168.0.0/16,10.0.0.0/8",
+		istioapi.AnnotationExcludeInboundPorts:     "15021,7000,15021,7000",
+		istioapi.AnnotationIncludeInboundPorts:     "80, 443,80 ",
+		istioapi.AnnotationExcludeInterfaces:       " eth1,eth2,eth1 ",
+		istioapi.AnnotationRerouteVirtual:          strings.Repeat("net1,", 31) + "net1",
 	}, "10.0.0.5"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +212,7 @@ func TestRepeatsDropped(t *testing.T) {
 // TestLongValueQuotedShort: an error repeats at most maxQuoted bytes of a value, and its length.
 func TestLongValueQuotedShort(t *testing.T) {
 	v := strings.Repeat("8", 200) + ",http"
-	_, err := FromPod(meshPod(map[string]string{AnnotationIncludeInboundPorts: v}, "10.0.0.5"))
+	_, err := FromPod(meshPod(map[string]string{istioapi.AnnotationIncludeInboundPorts: v}, "10.0.0.5"))
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.Value != v {
 		t.Fatalf("got %v", err)
@@ -227,7 +229,7 @@ func largestAcceptedPod() *corev1.Pod {
 	v4 := list(240, func(i int) string { return fmt.Sprintf("%d.0.0.0/8", i) })
 	v6 := list(240, func(i int) string { return fmt.Sprintf("%x::/16", i+1) })
 	nics := list(rules.MaxInterfaces, func(i int) string { return fmt.Sprintf("n%d", i) })
-	return meshPod(map[string]string{AnnotationIncludeOutboundIPRanges: v4 + "," + v6, AnnotationRerouteVirtual: nics}, "fd00::5")
+	return meshPod(map[string]string{istioapi.AnnotationIncludeOutboundIPRanges: v4 + "," + v6, istioapi.AnnotationRerouteVirtual: nics}, "fd00::5")
 }
 
 // BenchmarkLargestAccepted: FromPod, Generate and the hash (both payloads) of the largest

@@ -11,29 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
-)
 
-// Istio annotations that shape the rules.
-const (
-	AnnotationInterceptionMode        = "sidecar.istio.io/interceptionMode"
-	AnnotationIncludeOutboundIPRanges = "traffic.sidecar.istio.io/includeOutboundIPRanges"
-	AnnotationExcludeOutboundIPRanges = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
-	AnnotationIncludeInboundPorts     = "traffic.sidecar.istio.io/includeInboundPorts"
-	AnnotationExcludeInboundPorts     = "traffic.sidecar.istio.io/excludeInboundPorts"
-	AnnotationIncludeOutboundPorts    = "traffic.sidecar.istio.io/includeOutboundPorts"
-	AnnotationExcludeOutboundPorts    = "traffic.sidecar.istio.io/excludeOutboundPorts"
-	AnnotationExcludeInterfaces       = "traffic.sidecar.istio.io/excludeInterfaces"
-	AnnotationRerouteVirtual          = "istio.io/reroute-virtual-interfaces"
-	AnnotationKubevirtInterfaces      = "traffic.sidecar.istio.io/kubevirtInterfaces" // deprecated
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
-
-// Annotations lists every Istio annotation FromPod reads: a change to any of them changes the rules.
-var Annotations = []string{
-	AnnotationInterceptionMode, AnnotationIncludeOutboundIPRanges, AnnotationExcludeOutboundIPRanges,
-	AnnotationIncludeInboundPorts, AnnotationExcludeInboundPorts, AnnotationIncludeOutboundPorts,
-	AnnotationExcludeOutboundPorts, AnnotationExcludeInterfaces, AnnotationRerouteVirtual,
-	AnnotationKubevirtInterfaces,
-}
 
 // ProxyContainer is the name of Istio's sidecar container.
 const ProxyContainer = "istio-proxy"
@@ -82,22 +62,22 @@ func FromPod(pod *corev1.Pod) (*rules.Config, error) {
 	p := parser{ann: pod.Annotations}
 	cfg := rules.Default()
 
-	if v, ok := p.ann[AnnotationInterceptionMode]; ok {
+	if v, ok := p.ann[istioapi.AnnotationInterceptionMode]; ok {
 		m, err := ParseMode(v)
-		p.check(AnnotationInterceptionMode, v, err)
+		p.check(istioapi.AnnotationInterceptionMode, v, err)
 		cfg.InterceptionMode = m
 	}
-	cfg.OutboundIPRangesInclude = p.cidrs(AnnotationIncludeOutboundIPRanges, "*", true)
-	cfg.OutboundIPRangesExclude = p.cidrs(AnnotationExcludeOutboundIPRanges, "", false).Prefixes
-	cfg.InboundPortsInclude = p.ports(AnnotationIncludeInboundPorts, "*", true, rules.MaxPorts)
-	excluded := p.ports(AnnotationExcludeInboundPorts, "15020", false, rules.MaxPorts-len(alwaysExcludedInbound)).Ports
+	cfg.OutboundIPRangesInclude = p.cidrs(istioapi.AnnotationIncludeOutboundIPRanges, "*", true)
+	cfg.OutboundIPRangesExclude = p.cidrs(istioapi.AnnotationExcludeOutboundIPRanges, "", false).Prefixes
+	cfg.InboundPortsInclude = p.ports(istioapi.AnnotationIncludeInboundPorts, "*", true, rules.MaxPorts)
+	excluded := p.ports(istioapi.AnnotationExcludeInboundPorts, "15020", false, rules.MaxPorts-len(alwaysExcludedInbound)).Ports
 	cfg.InboundPortsExclude = dedup(append(excluded, alwaysExcludedInbound...))
-	cfg.OutboundPortsInclude = p.ports(AnnotationIncludeOutboundPorts, "", false, rules.MaxPorts).Ports
-	cfg.OutboundPortsExclude = p.ports(AnnotationExcludeOutboundPorts, "15020", false, rules.MaxPorts).Ports
-	cfg.ExcludeInterfaces = p.interfaces(AnnotationExcludeInterfaces)
-	rerouteKey := AnnotationKubevirtInterfaces
-	if _, ok := p.ann[AnnotationRerouteVirtual]; ok {
-		rerouteKey = AnnotationRerouteVirtual
+	cfg.OutboundPortsInclude = p.ports(istioapi.AnnotationIncludeOutboundPorts, "", false, rules.MaxPorts).Ports
+	cfg.OutboundPortsExclude = p.ports(istioapi.AnnotationExcludeOutboundPorts, "15020", false, rules.MaxPorts).Ports
+	cfg.ExcludeInterfaces = p.interfaces(istioapi.AnnotationExcludeInterfaces)
+	rerouteKey := istioapi.AnnotationKubevirtInterfaces
+	if _, ok := p.ann[istioapi.AnnotationRerouteVirtual]; ok {
+		rerouteKey = istioapi.AnnotationRerouteVirtual
 	}
 	cfg.RerouteVirtualInterfaces = p.interfaces(rerouteKey)
 

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 func meshPod(ann map[string]string, ips ...string) *corev1.Pod {
@@ -30,30 +32,30 @@ func TestMalformedAnnotations(t *testing.T) {
 	cases := []struct {
 		key, value, reason string
 	}{
-		{AnnotationInterceptionMode, "redirect", "want REDIRECT, TPROXY or NONE"},
-		{AnnotationInterceptionMode, "", "want REDIRECT, TPROXY or NONE"},
-		{AnnotationIncludeInboundPorts, "80,", "empty element"},
-		{AnnotationIncludeInboundPorts, "80,,90", "empty element"},
-		{AnnotationIncludeInboundPorts, "0", "not a port number 1-65535"},
-		{AnnotationIncludeInboundPorts, "65536", "not a port number 1-65535"},
-		{AnnotationIncludeInboundPorts, "http", "not a port number 1-65535"},
-		{AnnotationIncludeInboundPorts, "+80", "not a port number 1-65535"},
-		{AnnotationExcludeInboundPorts, "*", `"*" is not allowed here`},
-		{AnnotationExcludeOutboundPorts, "-1", "not a port number 1-65535"},
-		{AnnotationIncludeOutboundPorts, "*", `"*" is not allowed here`},
-		{AnnotationIncludeOutboundIPRanges, "10.0.0.0/33", "not a CIDR"},
-		{AnnotationIncludeOutboundIPRanges, "10.0.0.1", "not a CIDR"},
-		{AnnotationIncludeOutboundIPRanges, "10.0.0.0/8, 1.1.1.1/32", "spaces are not allowed"},
-		{AnnotationExcludeOutboundIPRanges, "*", `"*" is not allowed here`},
-		{AnnotationExcludeOutboundIPRanges, "2001:db8::/129", "not a CIDR"},
-		{AnnotationExcludeOutboundIPRanges, "10.0.0.0/8,", "empty element"},
-		{AnnotationExcludeInterfaces, "eth0,", "empty interface name"},
-		{AnnotationExcludeInterfaces, "averyveryverylongname", "at most 15 characters"},
-		{AnnotationExcludeInterfaces, "eth/0", "not an interface name"},
-		{AnnotationExcludeInterfaces, "eth:0", "not an interface name"},
-		{AnnotationExcludeInterfaces, "0eth", "not an interface name"},
-		{AnnotationRerouteVirtual, "a b", "not an interface name"},
-		{AnnotationKubevirtInterfaces, "net1,$(reboot)", "not an interface name"},
+		{istioapi.AnnotationInterceptionMode, "redirect", "want REDIRECT, TPROXY or NONE"},
+		{istioapi.AnnotationInterceptionMode, "", "want REDIRECT, TPROXY or NONE"},
+		{istioapi.AnnotationIncludeInboundPorts, "80,", "empty element"},
+		{istioapi.AnnotationIncludeInboundPorts, "80,,90", "empty element"},
+		{istioapi.AnnotationIncludeInboundPorts, "0", "not a port number 1-65535"},
+		{istioapi.AnnotationIncludeInboundPorts, "65536", "not a port number 1-65535"},
+		{istioapi.AnnotationIncludeInboundPorts, "http", "not a port number 1-65535"},
+		{istioapi.AnnotationIncludeInboundPorts, "+80", "not a port number 1-65535"},
+		{istioapi.AnnotationExcludeInboundPorts, "*", `"*" is not allowed here`},
+		{istioapi.AnnotationExcludeOutboundPorts, "-1", "not a port number 1-65535"},
+		{istioapi.AnnotationIncludeOutboundPorts, "*", `"*" is not allowed here`},
+		{istioapi.AnnotationIncludeOutboundIPRanges, "10.0.0.0/33", "not a CIDR"},
+		{istioapi.AnnotationIncludeOutboundIPRanges, "10.0.0.1", "not a CIDR"},
+		{istioapi.AnnotationIncludeOutboundIPRanges, "10.0.0.0/8, 1.1.1.1/32", "spaces are not allowed"},
+		{istioapi.AnnotationExcludeOutboundIPRanges, "*", `"*" is not allowed here`},
+		{istioapi.AnnotationExcludeOutboundIPRanges, "2001:db8::/129", "not a CIDR"},
+		{istioapi.AnnotationExcludeOutboundIPRanges, "10.0.0.0/8,", "empty element"},
+		{istioapi.AnnotationExcludeInterfaces, "eth0,", "empty interface name"},
+		{istioapi.AnnotationExcludeInterfaces, "averyveryverylongname", "at most 15 characters"},
+		{istioapi.AnnotationExcludeInterfaces, "eth/0", "not an interface name"},
+		{istioapi.AnnotationExcludeInterfaces, "eth:0", "not an interface name"},
+		{istioapi.AnnotationExcludeInterfaces, "0eth", "not an interface name"},
+		{istioapi.AnnotationRerouteVirtual, "a b", "not an interface name"},
+		{istioapi.AnnotationKubevirtInterfaces, "net1,$(reboot)", "not an interface name"},
 	}
 	for _, c := range cases {
 		t.Run(c.key+"="+c.value, func(t *testing.T) {
@@ -95,13 +97,13 @@ func TestProxyFieldErrors(t *testing.T) {
 // TestGrammarAccepts: what Istio's sidecar CNI accepts is accepted.
 func TestGrammarAccepts(t *testing.T) {
 	cfg, err := FromPod(meshPod(map[string]string{
-		AnnotationIncludeInboundPorts:     " 8080, 9090 ",
-		AnnotationExcludeInboundPorts:     "15021,7000",
-		AnnotationIncludeOutboundIPRanges: "10.0.0.0/8,2001:db8::/32",
-		AnnotationExcludeOutboundIPRanges: "",
-		AnnotationExcludeInterfaces:       " eth1 , net-2.x ",
-		AnnotationKubevirtInterfaces:      "k1",
-		AnnotationInterceptionMode:        "TPROXY",
+		istioapi.AnnotationIncludeInboundPorts:     " 8080, 9090 ",
+		istioapi.AnnotationExcludeInboundPorts:     "15021,7000",
+		istioapi.AnnotationIncludeOutboundIPRanges: "10.0.0.0/8,2001:db8::/32",
+		istioapi.AnnotationExcludeOutboundIPRanges: "",
+		istioapi.AnnotationExcludeInterfaces:       " eth1 , net-2.x ",
+		istioapi.AnnotationKubevirtInterfaces:      "k1",
+		istioapi.AnnotationInterceptionMode:        "TPROXY",
 	}, "10.0.0.5"))
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +116,7 @@ func TestGrammarAccepts(t *testing.T) {
 		t.Fatalf("unexpected config: %+v", cfg)
 	}
 	// The new reroute annotation wins over the deprecated one, even when empty.
-	cfg, err = FromPod(meshPod(map[string]string{AnnotationRerouteVirtual: "", AnnotationKubevirtInterfaces: "k1"}))
+	cfg, err = FromPod(meshPod(map[string]string{istioapi.AnnotationRerouteVirtual: "", istioapi.AnnotationKubevirtInterfaces: "k1"}))
 	if err != nil || len(cfg.RerouteVirtualInterfaces) != 0 {
 		t.Fatalf("reroute precedence: %+v %v", cfg, err)
 	}

@@ -16,9 +16,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/harness"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
 )
 
 // forgeDuration is how long the tenant keeps its pod's IPs pointed at the victim's.
@@ -48,7 +49,7 @@ func TestTenantForgesPodIPs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.ensureController(t) })
-	none := harness.WithAnnotations(map[string]string{podconfig.AnnotationInterceptionMode: "NONE"})
+	none := harness.WithAnnotations(map[string]string{istioapi.AnnotationInterceptionMode: "NONE"})
 	x := e.createPods(t, e.meshPods(ns, []string{"tenant"}, none))[0]
 	x = e.waitPods(t, ns, []string{"tenant"}, "waiting", releaseTimeout, waitRunning)["tenant"]
 
@@ -174,8 +175,8 @@ func explodingAnnotations() map[string]string {
 		cidrs[i] = fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)
 	}
 	return map[string]string{
-		podconfig.AnnotationIncludeOutboundIPRanges: strings.Join(cidrs, ","),
-		podconfig.AnnotationRerouteVirtual:          strings.TrimSuffix(strings.Repeat("eth1,", 1000), ","),
+		istioapi.AnnotationIncludeOutboundIPRanges: strings.Join(cidrs, ","),
+		istioapi.AnnotationRerouteVirtual:          strings.TrimSuffix(strings.Repeat("eth1,", 1000), ","),
 	}
 }
 
@@ -198,8 +199,8 @@ func TestTenantExplodingPod(t *testing.T) {
 		return p.Annotations[contract.KeyStatus] == string(contract.StatusFailed)
 	})["exploding"]
 	reason := got.Annotations[contract.KeyReason]
-	if !strings.Contains(reason, podconfig.AnnotationRerouteVirtual) || !strings.Contains(reason, "1000 elements") {
-		t.Errorf("exploding pod's reason %q: want it to name %s and its 1000 elements", reason, podconfig.AnnotationRerouteVirtual)
+	if !strings.Contains(reason, istioapi.AnnotationRerouteVirtual) || !strings.Contains(reason, "1000 elements") {
+		t.Errorf("exploding pod's reason %q: want it to name %s and its 1000 elements", reason, istioapi.AnnotationRerouteVirtual)
 	}
 	if released(got) {
 		t.Error("the exploding pod was released")
