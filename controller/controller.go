@@ -180,8 +180,9 @@ func New(opts Options) (*Controller, error) {
 	if rl == nil {
 		rl = DefaultRateLimiter()
 	}
-	c.queue = workqueue.NewTypedRateLimitingQueue(rl)
-	c.metrics.gauge("queue_depth", "Pods waiting in the work queue.", func() float64 { return float64(c.queue.Len()) })
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[Key]{
+		Name: "pods", MetricsProvider: c.metrics.queue,
+	})
 	if opts.OpenNamespaces != nil {
 		c.metrics.gauge("netns_open_fds", "Network namespace file descriptors held open.",
 			func() float64 { return float64(opts.OpenNamespaces()) })

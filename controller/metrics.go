@@ -31,6 +31,8 @@ type Metrics struct {
 	DriftRepairs prometheus.Counter
 	// SpecChanges counts released pods whose traffic configuration was edited afterwards.
 	SpecChanges prometheus.Counter
+
+	queue *queueMetrics // client-go's workqueue series, for the controller's queue
 }
 
 // NewMetrics creates the series and registers them, with the Go and process collectors, in a new
@@ -77,6 +79,7 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.SetupLatency, m.ApplyDuration, m.VerifyDuration, m.DiscoveryDuration,
 		m.PodsConfigured, m.Errors, m.DriftRepairs, m.SpecChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.queue = newQueueMetrics(m.Registry)
 	for _, r := range []string{resultReady, resultFailed} {
 		m.PodsConfigured.WithLabelValues(r)
 	}

@@ -125,7 +125,9 @@ func TestMetricsExposed(t *testing.T) {
 		`istio_pod_network_controller_errors_total{reason="namespace_not_found"} 0`,
 		"istio_pod_network_controller_drift_repairs_total 0",
 		"istio_pod_network_controller_spec_changes_total 0",
-		"istio_pod_network_controller_queue_depth 0",
+		`istio_pod_network_controller_workqueue_depth{name="pods"} 0`,
+		`istio_pod_network_controller_workqueue_adds_total{name="pods"}`,
+		`istio_pod_network_controller_workqueue_work_duration_seconds_bucket{name="pods"`,
 		"istio_pod_network_controller_netns_open_fds 0",
 		"process_resident_memory_bytes",
 	} {
