@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -169,5 +170,16 @@ func TestConfigDeprecatedNames(t *testing.T) {
 	}
 	if _, out := parseOut("--metrics-bind-address=:9600", "--health-probe-bind-address=:9601", "--discovery=named,cni-cache"); out != "" {
 		t.Errorf("current names printed %q, want nothing", out)
+	}
+}
+
+func TestExpectedRetry(t *testing.T) {
+	if !expectedRetry(fmt.Errorf("pod default/web: %w", netns.ErrNotFound)) {
+		t.Error("a namespace not there yet should be an expected retry (logged at V(2))")
+	}
+	for _, err := range []error{netns.ErrNotProven, netns.ErrShared, errors.New("patch: connection refused")} {
+		if expectedRetry(err) {
+			t.Errorf("%v is not an expected retry: it must be logged as an error", err)
+		}
 	}
 }

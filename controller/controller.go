@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
@@ -262,13 +263,22 @@ func (c *Controller) processNextItem(ctx context.Context) bool {
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
 	defer cancel()
 	if err := c.sync(opCtx, key); err != nil {
-		klog.FromContext(ctx).Error(err, "Will retry", "pod", klog.KRef(key.Namespace, key.Name), "retries", c.queue.NumRequeues(key))
+		logger, ref, n := klog.FromContext(ctx), klog.KRef(key.Namespace, key.Name), c.queue.NumRequeues(key)
+		if expectedRetry(err) {
+			logger.V(2).Info("Will retry", "pod", ref, "retries", n, "reason", err.Error())
+		} else {
+			logger.Error(err, "Will retry", "pod", ref, "retries", n)
+		}
 		c.queue.AddRateLimited(key)
 		return true
 	}
 	c.queue.Forget(key)
 	return true
 }
+
+// expectedRetry reports whether err is a condition every pod goes through and that resolves by
+// itself (its sandbox's namespace not there yet): logged at V(2), not as an error.
+func expectedRetry(err error) bool { return errors.Is(err, netns.ErrNotFound) }
 
 // driftLoop starts a drift round every period: released pods are queued and verified again.
 func (c *Controller) driftLoop(ctx context.Context) {
