@@ -16,19 +16,14 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 )
 
 // eventually polls cond until it holds (no timing is asserted: the deadline only bounds a hang).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never happened: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, what, cond)
 }
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {

@@ -532,11 +532,5 @@ func ptr[T any](v T) *T { return &v }
 // poll waits until cond holds, a minute at most.
 func (e *environment) poll(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, time.Minute, what, cond)
 }
