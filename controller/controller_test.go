@@ -240,8 +240,7 @@ func TestForeignRulesFail(t *testing.T) {
 	f.applier.foreign[cookie(4097)] = false
 	edited, _ := f.update(pod, annotate(istioapi.AnnotationExcludeOutboundPorts, "9000"))
 	f.mustSync(edited)
-	_, hash := specOf(t, edited)
-	f.expectPatch(pod, readyPatch("cookie:4097", hash, "ipv4"))
+	f.expectReady(pod, edited, "cookie:4097")
 }
 
 // TestPendingAndRetriesWithBackoff: transient errors set pending with the reason, patched only when the
@@ -299,8 +298,7 @@ func TestPendingAndRetriesWithBackoff(t *testing.T) {
 	}
 
 	step()
-	_, hash := specOf(t, pod)
-	f.expectPatch(pod, readyPatch("cookie:4097", hash, "ipv4"))
+	f.expectReady(pod, pod, "cookie:4097")
 	if got := f.c.queue.NumRequeues(key); got != 0 {
 		t.Fatalf("requeues after success %d, want 0 (Forget)", got)
 	}
@@ -516,8 +514,7 @@ func TestReprogramsNewNamespace(t *testing.T) {
 			t.Fatal("IP change not queued")
 		}
 		f.mustSync(moved)
-		_, hash := specOf(t, moved)
-		f.expectPatch(pod, readyPatch("cookie:5002", hash, "ipv4"))
+		f.expectReady(pod, moved, "cookie:5002")
 	})
 }
 
@@ -564,8 +561,7 @@ func TestRecreatedUnderSameName(t *testing.T) {
 	if !slices.Equal(f.applier.forgotten, []string{string(pod.UID)}) {
 		t.Fatalf("old pod's lock not forgotten: %v", f.applier.forgotten)
 	}
-	_, hash := specOf(t, again)
-	f.expectPatch(again, readyPatch("cookie:6001", hash, "ipv4"))
+	f.expectReady(again, again, "cookie:6001")
 }
 
 func TestPodGoneWhilePatchingIsSuccess(t *testing.T) {

@@ -138,6 +138,14 @@ func (f *fixture) takePatches() []sentPatch {
 }
 
 // expectPatch checks that exactly one merge patch of the status subresource was sent, with data.
+// expectReady expects the ready patch on pod for cookie, with the IPv4 rules hash of synced (the
+// pod as the sync saw it).
+func (f *fixture) expectReady(pod, synced *corev1.Pod, cookie string) {
+	f.t.Helper()
+	_, hash := specOf(f.t, synced)
+	f.expectPatch(pod, readyPatch(cookie, hash, "ipv4"))
+}
+
 func (f *fixture) expectPatch(pod *corev1.Pod, data string) {
 	f.t.Helper()
 	want := []sentPatch{{pod.Name, "status", types.MergePatchType, data}}
