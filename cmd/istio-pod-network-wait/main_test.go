@@ -80,7 +80,8 @@ func TestFlagsReachRun(t *testing.T) {
 }
 
 // TestDependencies keeps the binary small and unprivileged: only the standard library, x/sys and
-// the project's annotation contract and initwait packages; no client-go, klog, iptables or netlink.
+// the project's annotation contract, Istio's annotation names (istioapi: constants only) and initwait
+// packages; no client-go, klog, iptables or netlink.
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").CombinedOutput()
 	if err != nil {
@@ -90,11 +91,12 @@ func TestDependencies(t *testing.T) {
 		"github.com/redhat-cop/istio-pod-network-controller/cmd/istio-pod-network-wait": true,
 		"github.com/redhat-cop/istio-pod-network-controller/initwait":                   true,
 		"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract":          true,
+		"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi":          true,
 		"golang.org/x/sys/unix": true,
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		if !allowed[dep] {
-			t.Errorf("the wait binary imports %q: only the standard library, golang.org/x/sys/unix, initwait and netsetup/contract are allowed", dep)
+			t.Errorf("the wait binary imports %q: only the standard library, golang.org/x/sys/unix, initwait, netsetup/contract and netsetup/istioapi are allowed", dep)
 		}
 	}
 }
