@@ -155,7 +155,13 @@ func TestSimulatedKubelet(t *testing.T) {
 		s := p.Status.InitContainerStatuses
 		return p.Status.Phase == corev1.PodRunning && s[0].State.Terminated != nil && s[0].State.Terminated.ExitCode == 0
 	})
-	if tl, _ := k.Timeline(pod.UID); tl.Annotated.IsZero() || tl.Released.Before(tl.WaitExited) || tl.WaitExited.Before(tl.Annotated) {
+	// The kubelet records the release once its status patch returns, which a watcher may see first.
+	tl, _ := k.Timeline(pod.UID)
+	testutil.Eventually(t, 10*time.Second, "the kubelet to record the release", func() bool {
+		tl, _ = k.Timeline(pod.UID)
+		return !tl.Released.IsZero()
+	})
+	if tl.Annotated.IsZero() || tl.Released.Before(tl.WaitExited) || tl.WaitExited.Before(tl.Annotated) {
 		t.Errorf("timeline out of order: %+v", tl)
 	}
 	h.Close()
