@@ -85,39 +85,66 @@ func evaluate(data []byte, readErr error, self contract.NetnsID) state {
 	if err != nil {
 		return state{msg: "waiting: annotations file is not complete yet: " + err.Error()}
 	}
-	reason := ann[contract.KeyReason]
-	status, ok := ann[contract.KeyStatus]
+	return judge(fromAnnotations(ann), self)
+}
+
+// report is what one source, the annotations file or the release record, says about the pod. Both
+// are judged by judge: the same checks decide a release whichever source arrives first.
+type report struct {
+	// what names the source in messages ("annotation", "release record").
+	what string
+	// statusKey, netnsKey and familiesKey name the fields in messages.
+	statusKey, netnsKey, familiesKey string
+
+	status, netns, families, rules, reason string
+	hasStatus, hasNetns, hasFamilies       bool
+	// interception is the pod's own sidecar.istio.io/interceptionMode annotation, from the
+	// annotations file (the record does not carry it: only the pod's spec may skip the self-test).
+	interception string
+}
+
+// fromAnnotations is the report of the downward-API file's annotations.
+func fromAnnotations(ann map[string]string) report {
+	r := report{what: "annotation", statusKey: contract.KeyStatus, netnsKey: contract.KeyNetns, familiesKey: contract.KeyFamilies,
+		reason: ann[contract.KeyReason], rules: ann[contract.KeyRules], interception: ann[istioapi.AnnotationInterceptionMode]}
+	r.status, r.hasStatus = ann[contract.KeyStatus]
+	r.netns, r.hasNetns = ann[contract.KeyNetns]
+	r.families, r.hasFamilies = ann[contract.KeyFamilies]
+	return r
+}
+
+// judge decides what a report means for the namespace self.
+func judge(r report, self contract.NetnsID) state {
+	reason := r.reason
 	switch {
-	case !ok:
-		return state{msg: "waiting: the controller has not handled this pod yet (no " + contract.KeyStatus + " annotation)"}
-	case contract.Status(status) == contract.StatusPending:
+	case !r.hasStatus:
+		return state{msg: "waiting: the controller has not handled this pod yet (no " + r.statusKey + " " + r.what + ")"}
+	case contract.Status(r.status) == contract.StatusPending:
 		return state{msg: "waiting: the controller reports pending", reason: reason}
-	case contract.Status(status) == contract.StatusFailed:
+	case contract.Status(r.status) == contract.StatusFailed:
 		if reason == "" {
 			reason = "(the controller gave no reason)"
 		}
 		return state{phase: phaseFailed, msg: "the controller reports this pod's configuration invalid", reason: reason}
-	case contract.Status(status) != contract.StatusReady:
-		return state{msg: fmt.Sprintf("waiting: annotation %s=%q is not one of pending, ready, failed", contract.KeyStatus, status), reason: reason}
+	case contract.Status(r.status) != contract.StatusReady:
+		return state{msg: fmt.Sprintf("waiting: %s %s=%q is not one of pending, ready, failed", r.what, r.statusKey, r.status), reason: reason}
 	}
 
-	raw, ok := ann[contract.KeyNetns]
-	if !ok {
-		return state{msg: "waiting: status is ready but annotation " + contract.KeyNetns + " is missing"}
+	if !r.hasNetns {
+		return state{msg: "waiting: status is ready but " + r.what + " " + r.netnsKey + " is missing"}
 	}
-	id, err := contract.ParseNetnsID(raw)
+	id, err := contract.ParseNetnsID(r.netns)
 	if err != nil {
-		return state{msg: fmt.Sprintf("waiting: status is ready but annotation %s is invalid: %v", contract.KeyNetns, err)}
+		return state{msg: fmt.Sprintf("waiting: status is ready but %s %s is invalid: %v", r.what, r.netnsKey, err)}
 	}
 	if id != self {
-		return state{phase: phaseStale, msg: fmt.Sprintf("waiting: the ready annotation is stale: it names network namespace %s, "+
-			"but this container runs in %s (sandbox re-created?); waiting for the controller to program this namespace", id, self)}
+		return state{phase: phaseStale, msg: fmt.Sprintf("waiting: the ready %s is stale: it names network namespace %s, "+
+			"but this container runs in %s (sandbox re-created?); waiting for the controller to program this namespace", r.what, id, self)}
 	}
-	famRaw, famPresent := ann[contract.KeyFamilies]
-	fam, err := parseFamilies(famRaw, famPresent)
+	fam, err := parseFamilies(r.families, r.hasFamilies)
 	if err != nil {
 		return state{msg: "waiting: status is ready but " + err.Error()}
 	}
-	noCapture := ann[istioapi.AnnotationInterceptionMode] == istioapi.InterceptionNone && ann[contract.KeyRules] == contract.RulesNone
+	noCapture := r.interception == istioapi.InterceptionNone && r.rules == contract.RulesNone
 	return state{phase: phaseReady, msg: "the controller reports ready for this network namespace", fam: fam, noCapture: noCapture}
 }

@@ -84,6 +84,12 @@ type Config struct {
 	SelfTest SelfTester
 	// Log receives one line per state change (default: text to stderr).
 	Log *slog.Logger
+	// ReleaseRecord also reads and watches the release record in this network namespace (lo's
+	// alias, written by the controller after it verified the rules) and releases on whichever of
+	// the record and the annotations file first passes the same checks.
+	ReleaseRecord bool
+	// Record is the release record (default NetlinkRecord); unused unless ReleaseRecord.
+	Record RecordSource
 }
 
 // Validate reports the first invalid field, naming it and its value.
@@ -125,6 +131,12 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	switch {
+	case !c.ReleaseRecord:
+		c.Record = nil
+	case c.Record == nil:
+		c.Record = NetlinkRecord{}
+	}
 	return c
 }
 
@@ -160,6 +172,10 @@ type waiter struct {
 	lastData []byte
 	haveData bool
 	testErr  string // the last self-test failure in the current state, "" if none
+	// recState is what the release record said last; lastAlias its text (valid when haveAlias).
+	recState  state
+	lastAlias string
+	haveAlias bool
 }
 
 func (w *waiter) run(ctx context.Context) ExitCode {
@@ -173,11 +189,12 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 		timeoutText = w.cfg.Timeout.String()
 	}
 	w.log.Info("waiting for the controller to program this pod's network namespace",
-		"annotationsFile", w.cfg.AnnotationsFile, "netns", self.String(), "uid", os.Getuid(), "gid", os.Getgid(), "timeout", timeoutText)
+		"annotationsFile", w.cfg.AnnotationsFile, "netns", self.String(), "uid", os.Getuid(), "gid", os.Getgid(), "timeout", timeoutText, "releaseRecord", w.cfg.Record != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clock := w.cfg.Clock
+	recChanges := w.watchRecord(ctx) // subscribed before the first read: no change is lost
 	changes := watchFile(ctx, w.cfg.AnnotationsFile, w.cfg.ForcePoll, w.cfg.PollInterval, w.log)
 	var timeout <-chan time.Time
 	if w.cfg.Timeout > 0 {
@@ -198,6 +215,7 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 		case <-timeout:
 			return w.timedOut()
 		case <-changes:
+		case <-recChanges:
 		case <-retest:
 			retest = clock.After(w.cfg.RetestInterval)
 			force = true
@@ -208,14 +226,27 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 	}
 }
 
-// step reads and evaluates the file, and acts on it. Unchanged content is skipped unless force.
+// step reads and evaluates the file and the release record, and acts on them: the record when it
+// is ready for this namespace, else the file. Unchanged content is skipped unless force.
 func (w *waiter) step(ctx context.Context, force bool) (ExitCode, bool) {
 	data, err := readAnnotations(w.cfg.AnnotationsFile)
-	if err == nil && w.haveData && !force && bytes.Equal(data, w.lastData) {
+	var alias string
+	var aliasErr error
+	if w.cfg.Record != nil {
+		alias, aliasErr = w.cfg.Record.Read()
+	}
+	if err == nil && w.haveData && !force && bytes.Equal(data, w.lastData) &&
+		(w.cfg.Record == nil || aliasErr == nil && w.haveAlias && alias == w.lastAlias) {
 		return 0, false
 	}
 	w.lastData, w.haveData = data, err == nil
+	w.lastAlias, w.haveAlias = alias, aliasErr == nil
 	s := evaluate(data, err, w.self)
+	if w.cfg.Record != nil {
+		if rs := w.recordState(alias, aliasErr, podInterception(data, err)); rs.phase == phaseReady {
+			s = rs
+		}
+	}
 	if s != w.cur {
 		w.cur, w.testErr = s, ""
 		w.logState()

@@ -32,6 +32,13 @@ its directory; polling every 100ms when inotify is unavailable):
   status=ready, netns = this namespace    run the self-test, exit 0 when it passes
   status=failed                           print the controller's reason, exit 4
 
+With --release-record (the default) it also reads the release record the controller writes into
+this network namespace after verifying the rules (the alias of lo, read with RTM_GETLINK) and
+watches it (RTNLGRP_LINK notifications): a record of a version it knows, with status ready and
+this namespace's identity, releases after the same self-test, without waiting for the kubelet to
+refresh the annotations file. Anything else in the record is ignored; failed and pending come from
+the annotations file only.
+
 The self-test is Istio's: listen on 127.0.0.1:15001 and 127.0.0.1:15006, connect to 127.0.0.6:15002,
 and pass only if the connection arrives redirected (SO_ORIGINAL_DST port 15002); with
 families=ipv4,ipv6 also [::1] and [::6]. It only works when this process runs as the UID the rules
@@ -71,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"give up after this long (exit 3 or 5); 0 waits forever, logging progress every 30s")
 	fs.StringVar(&cfg.TerminationMessagePath, "termination-message-path", initwait.DefaultTerminationMessagePath,
 		"file that receives the reason of a non-zero exit; empty writes none")
+	fs.BoolVar(&cfg.ReleaseRecord, "release-record", true,
+		"also read and watch the release record in this network namespace (lo's alias); false: the annotations file only")
 	fs.BoolVar(&cfg.ForcePoll, "poll", false, "poll the annotations file every 100ms instead of using inotify")
 	fs.BoolVar(&printNetns, "print-netns-id", false,
 		"diagnostic: print this process's network namespace identity as the controller writes it in the netns annotation (cookie:<n> or inode:<n>) and exit")

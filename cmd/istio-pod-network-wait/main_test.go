@@ -80,8 +80,9 @@ func TestFlagsReachRun(t *testing.T) {
 }
 
 // TestDependencies keeps the binary small and unprivileged: only the standard library, x/sys and
-// the project's annotation contract, Istio's annotation names (istioapi: constants only) and initwait
-// packages; no client-go, klog, iptables or netlink.
+// the project's annotation contract, Istio's annotation names (istioapi: constants only), the
+// release record (rtnetlink through x/sys/unix) and initwait packages; no client-go, klog, iptables
+// or netlink library.
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").CombinedOutput()
 	if err != nil {
@@ -92,11 +93,12 @@ func TestDependencies(t *testing.T) {
 		"github.com/redhat-cop/istio-pod-network-controller/initwait":                   true,
 		"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract":          true,
 		"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi":          true,
+		"github.com/redhat-cop/istio-pod-network-controller/netsetup/record":            true,
 		"golang.org/x/sys/unix": true,
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		if !allowed[dep] {
-			t.Errorf("the wait binary imports %q: only the standard library, golang.org/x/sys/unix, initwait, netsetup/contract and netsetup/istioapi are allowed", dep)
+			t.Errorf("the wait binary imports %q: only the standard library, golang.org/x/sys/unix, initwait, netsetup/contract, netsetup/istioapi and netsetup/record are allowed", dep)
 		}
 	}
 }
