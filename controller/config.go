@@ -54,6 +54,7 @@ type Config struct {
 	KubeAPIQPS     float64
 	KubeAPIBurst   int
 	Workers        int
+	Endpoints      EndpointConfig
 }
 
 // DefaultNodeConfig returns the defaults, with KUBECONFIG from getenv.
@@ -81,6 +82,7 @@ func DefaultConfig(getenv func(string) string) Config {
 		KubeAPIQPS:     DefaultKubeAPIQPS,
 		KubeAPIBurst:   DefaultKubeAPIBurst,
 		Workers:        DefaultWorkers,
+		Endpoints:      DefaultEndpointConfig(),
 	}
 }
 
@@ -109,6 +111,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HealthAddress, "health-probe-bind-address", c.HealthAddress, "host:port serving /healthz and /readyz")
 	deprecatedAlias(fs, "metrics-address", "metrics-bind-address")
 	deprecatedAlias(fs, "health-address", "health-probe-bind-address")
+	c.Endpoints.AddFlags(fs)
 	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "queries per second to the API server")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "burst of queries to the API server")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods processed in parallel")
@@ -165,6 +168,9 @@ func (c *NodeConfig) Validate() error {
 func (c *Config) Validate() error {
 	var errs []error
 	if err := c.NodeConfig.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Endpoints.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	bad := func(flag, value, reason string) { errs = append(errs, &FlagError{flag, value, reason}) }

@@ -2,14 +2,9 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"sync/atomic"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -61,14 +56,11 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 
 	metrics := NewMetrics()
 	var ctrl atomic.Pointer[Controller]
-	stopServers, err := serve(ctx, map[string]http.Handler{
-		cfg.MetricsAddress: promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}),
-		cfg.HealthAddress:  HealthHandler(func() bool { c := ctrl.Load(); return c != nil && c.Ready() }),
-	})
+	servers, err := startEndpoints(ctx, cfg, restCfg, metrics, func() bool { c := ctrl.Load(); return c != nil && c.Ready() })
 	if err != nil {
 		return err
 	}
-	defer stopServers()
+	defer servers.Shutdown()
 
 	applier, err := netsetup.NewApplier(ctx, netsetup.Options{Backend: cfg.Backend(), LockDir: cfg.LockDir})
 	if err != nil {
@@ -122,32 +114,4 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	return c.Run(ctx)
-}
-
-// serve listens on every address first (so a busy port fails the start) and serves in the
-// background; the returned function shuts the servers down.
-func serve(ctx context.Context, handlers map[string]http.Handler) (func(), error) {
-	var servers []*http.Server
-	stop := func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		for _, s := range servers {
-			_ = s.Shutdown(sctx)
-		}
-	}
-	for addr, h := range handlers {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			stop()
-			return nil, fmt.Errorf("listen on %q: %w", addr, err)
-		}
-		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, s)
-		go func() {
-			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				klog.FromContext(ctx).Error(err, "HTTP server stopped", "address", addr)
-			}
-		}()
-	}
-	return stop, nil
 }

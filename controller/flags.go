@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -81,4 +82,37 @@ func (v *aliasValue) String() string {
 func (v *aliasValue) Set(s string) error {
 	fmt.Fprintf(v.fs.Output(), "Flag --%s has been deprecated, use --%s instead (the old name is accepted for one release)\n", v.old, v.current)
 	return v.target.Set(s)
+}
+
+// EndpointConfig is how the metrics endpoint is served (docs/install.md, "Hardened install").
+type EndpointConfig struct {
+	// MetricsSecure: HTTPS, each request's bearer token reviewed (TokenReview) and authorized
+	// (SubjectAccessReview, get on the path); false: plain HTTP, no authentication.
+	MetricsSecure bool
+	// MetricsCertFile and MetricsKeyFile: PEM files of the serving certificate; empty: a
+	// self-signed certificate generated at start.
+	MetricsCertFile, MetricsKeyFile string
+}
+
+// DefaultEndpointConfig serves metrics securely with a self-signed certificate.
+func DefaultEndpointConfig() EndpointConfig { return EndpointConfig{MetricsSecure: true} }
+
+// AddFlags registers the endpoint flags on fs, with e's values as defaults.
+func (e *EndpointConfig) AddFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&e.MetricsSecure, "metrics-secure", e.MetricsSecure, "serve /metrics over HTTPS to bearer tokens allowed to get the non-resource URL /metrics "+
+		"(TokenReview and SubjectAccessReview); false: plain HTTP to anyone who reaches the port")
+	fs.StringVar(&e.MetricsCertFile, "metrics-cert-file", e.MetricsCertFile, "PEM certificate of the metrics endpoint (reloaded when it changes); empty: self-signed at start")
+	fs.StringVar(&e.MetricsKeyFile, "metrics-key-file", e.MetricsKeyFile, "PEM private key of --metrics-cert-file")
+}
+
+// Validate checks the endpoint flags; the error joins one *FlagError per bad flag.
+func (e *EndpointConfig) Validate() error {
+	var errs []error
+	switch {
+	case (e.MetricsCertFile == "") != (e.MetricsKeyFile == ""):
+		errs = append(errs, &FlagError{"metrics-cert-file", e.MetricsCertFile, fmt.Sprintf("set together with --metrics-key-file (%q)", e.MetricsKeyFile)})
+	case e.MetricsCertFile != "" && !e.MetricsSecure:
+		errs = append(errs, &FlagError{"metrics-cert-file", e.MetricsCertFile, "needs --metrics-secure (plain HTTP uses no certificate)"})
+	}
+	return errors.Join(errs...)
 }

@@ -6,13 +6,13 @@ import (
 )
 
 // HealthHandler serves /healthz (the process answers) and /readyz (ready() is true: the backend is
-// detected, the pod cache synced and the workers run).
+// detected, the pod cache synced and the workers run), for GET and HEAD, and nothing else (404).
 func HealthHandler(ready func() bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready() {
 			http.Error(w, "not ready: backend detection or pod cache sync pending", http.StatusServiceUnavailable)
 			return

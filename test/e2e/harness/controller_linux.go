@@ -75,6 +75,7 @@ func (c *Controller) Args() []string {
 		"--kubeconfig=" + c.opts.Kubeconfig,
 		"--metrics-bind-address=" + c.MetricsAddr,
 		"--health-probe-bind-address=" + c.HealthAddr,
+		"--metrics-secure=false", // Metrics reads plain HTTP; the secure endpoint is tested in test/chart
 		"--lock-dir=" + c.opts.LockDir,
 	}
 	if c.opts.NetnsDirs != "" {
