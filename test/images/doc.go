@@ -35,4 +35,12 @@
 //
 //	img, err := images.Static(map[string]string{"/probe": probeBinary}, []string{"/probe"}, "1337:1337")
 //	err = images.WriteArchive(path, map[string]v1.Image{"localhost/probe:test": img})
+//
+// # Istio's images
+//
+// Istio() lists two specs that are not the project's (no Dockerfile stage): Istiod, Istio's
+// pilot-discovery as Istio packs it (`<hub>/pilot`, 1337:1337), and ProxyStandin, a stand-in for
+// Istio's proxyv2 (no Envoy: the stand-in binary of test/realnode/standin as pilot-agent, Istio's
+// real pilot-agent beside it for istio-init). The real-node istiod test builds them with Build from
+// the binaries of `test/tools/build.sh pilot-discovery pilot-agent`.
 package images

@@ -3,7 +3,8 @@
 # per machine under $TOOLS_DIR (default ~/.cache/istio-pod-network-controller/tools). A cached binary
 # is reused; the cold kube-apiserver build takes about 8.5 minutes on 2 cores.
 #
-#   test/tools/build.sh [kube] [etcd] [helm] [containerd] [crictl] [kubectl] [pilot-agent]   (no argument: all)
+#   test/tools/build.sh [kube] [etcd] [helm] [containerd] [crictl] [kubectl] [pilot-agent] [pilot-discovery]
+#   (no argument: all)
 #
 # kube is kube-apiserver, kube-controller-manager, kube-scheduler and kubelet in one binary; each
 # component's name is accepted for it.
@@ -16,6 +17,9 @@
 #
 # pilot-agent (Istio's): the nftables backend's twin tests and the rule engine benchmark compare
 # with its `istio-iptables`.
+#
+# pilot-discovery (Istio's istiod, same Istio version): the real injection webhook of the real-node
+# istiod test (test/realnode/istiod_linux_test.go), packed as a local image by test/images.
 #
 # Prints nothing on stdout but the tools directory. On stderr, one line per tool it builds ("building
 # kube v1.37.2 (step 1 of 4, about 12 min cold)…", a line every 2 minutes while it runs, then the time
@@ -142,6 +146,15 @@ pilot_agent() {
 	ln -sf "pilot-agent-$ISTIO_VERSION" "$TOOLS_DIR/pilot-agent"
 }
 
+pilot_discovery() {
+	local out="$TOOLS_DIR/pilot-discovery-$ISTIO_VERSION"
+	if [ ! -x "$out" ]; then
+		step pilot-discovery "$ISTIO_VERSION" "12 min" in_dir "$here/pilot-discovery" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" istio.io/istio/pilot/cmd/pilot-discovery
+		mv "$out.tmp" "$out"
+	fi
+	ln -sf "pilot-discovery-$ISTIO_VERSION" "$TOOLS_DIR/pilot-discovery"
+}
+
 # cached reports whether every binary of tool t is in the cache.
 cached() {
 	case $1 in
@@ -153,17 +166,18 @@ cached() {
 	containerd) [ -x "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" ] && [ -x "$TOOLS_DIR/ctr-$CONTAINERD_VERSION" ] &&
 		[ -x "$TOOLS_DIR/containerd-shim-runc-v2-$CONTAINERD_VERSION" ] ;;
 	pilot-agent) [ -x "$TOOLS_DIR/pilot-agent-$ISTIO_VERSION" ] ;;
+	pilot-discovery) [ -x "$TOOLS_DIR/pilot-discovery-$ISTIO_VERSION" ] ;;
 	esac
 }
 
-[ $# -gt 0 ] || set -- etcd helm kube containerd crictl kubectl pilot-agent
+[ $# -gt 0 ] || set -- etcd helm kube containerd crictl kubectl pilot-agent pilot-discovery
 tools=()
 for t in "$@"; do
 	case $t in
 	kube | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet) t=kube ;;
-	etcd | helm | kubectl | crictl | pilot-agent) ;;
+	etcd | helm | kubectl | crictl | pilot-agent | pilot-discovery) ;;
 	containerd | containerd-shim-runc-v2 | ctr) t=containerd ;;
-	*) echo "build.sh: unknown tool \"$t\" (want kube (or one of its components), etcd, helm, containerd, crictl, kubectl or pilot-agent)" >&2; exit 2 ;;
+	*) echo "build.sh: unknown tool \"$t\" (want kube (or one of its components), etcd, helm, containerd, crictl, kubectl, pilot-agent or pilot-discovery)" >&2; exit 2 ;;
 	esac
 	case " ${tools[*]} " in *" $t "*) ;; *) tools+=("$t") ;; esac
 done

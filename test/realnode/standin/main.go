@@ -2,12 +2,16 @@
 // packed into small test images (see test/realnode):
 //
 //	standin pause   the sandbox ("pause") process: sleeps until SIGTERM or SIGINT
-//	standin proxy   istio-proxy: on 15001 (outbound) and 15006 (inbound) answers each connection
+//	standin proxy   istio-proxy (also as `proxy sidecar ARGS...`, pilot-agent's command line in the
+//	                injected container, when the binary is the proxyv2 stand-in's entrypoint): on 15001 (outbound) and 15006 (inbound) answers each connection
 //	                with "<port> <original destination>" (SO_ORIGINAL_DST, the local address when
 //	                nothing redirected it) and logs it; answers HTTP 200 on 15021 (/healthz/ready)
 //	                and 15020 (the injector's /app-health/... probes)
 //	standin app     the application: answers "app <local address>" on 8080
 //	standin init    an application's init container: prints a line and exits 0
+//	standin istio-iptables ARGS...
+//	                istio-init: runs Istio's real pilot-agent (istioPilotAgent, in the proxyv2
+//	                stand-in image) with the same arguments
 package main
 
 import (
@@ -16,17 +20,25 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/redhat-cop/istio-pod-network-controller/initwait"
 )
 
+// istioPilotAgent is Istio's pilot-agent in the proxyv2 stand-in image (test/images.ProxyStandin).
+const istioPilotAgent = "/usr/local/bin/istio-pilot-agent"
+
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: standin pause|proxy|app|init")
+	if len(os.Args) < 2 || (len(os.Args) > 2 && !slices.Contains([]string{"proxy", "istio-iptables"}, os.Args[1])) {
+		fmt.Fprintln(os.Stderr, "usage: standin pause|proxy|app|init, standin proxy ARGS..., standin istio-iptables ARGS...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
+	case "istio-iptables":
+		err := syscall.Exec(istioPilotAgent, append([]string{istioPilotAgent}, os.Args[1:]...), os.Environ())
+		fmt.Fprintln(os.Stderr, "standin: run Istio's pilot-agent:", err)
+		os.Exit(1)
 	case "pause":
 	case "proxy":
 		for _, port := range []string{"15001", "15006"} {
