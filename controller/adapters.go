@@ -7,6 +7,7 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/nft"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
@@ -17,6 +18,7 @@ var (
 	_ Finder             = NetnsFinder{}
 	_ Applier            = NetsetupApplier{}
 	_ LiveReader         = NetsetupApplier{}
+	_ Applier            = NftApplier{}
 )
 
 // NetnsFinder adapts *netns.Finder to Finder.
@@ -44,9 +46,18 @@ func (a NetsetupApplier) Verify(ctx context.Context, ns Namespace, key string, c
 	return a.Applier.Verify(ctx, ns, key, cfg)
 }
 
-// ForeignRules looks for ISTIO_* chains in the other backend (see netsetup.Applier.ForeignRules).
-func (a NetsetupApplier) ForeignRules(ctx context.Context, ns Namespace, key string) (bool, error) {
-	return a.Applier.ForeignRules(ctx, ns, key)
+// Foreign looks for ISTIO_* chains in the other iptables backend (see
+// netsetup.Applier.ForeignRules).
+func (a NetsetupApplier) Foreign(ctx context.Context, ns Namespace, key string) (string, error) {
+	found, err := a.Applier.ForeignRules(ctx, ns, key)
+	if err != nil {
+		return "", fmt.Errorf("look for rules in the other iptables backend: %w", err)
+	}
+	if !found {
+		return "", nil
+	}
+	return fmt.Sprintf("network namespace %s already holds ISTIO_* chains in the other iptables backend: two rule sets would both be live "+
+		"(is istio-init or Istio's CNI also programming this pod?)", ns.Path()), nil
 }
 
 // Programmed reports whether ns holds any rules of ours in the IPv4 tables (every programmed rule
@@ -67,3 +78,36 @@ func (a NetsetupApplier) Programmed(ctx context.Context, ns Namespace, key strin
 func (a NetsetupApplier) Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error) {
 	return a.Applier.Live(ctx, ns, key, families)
 }
+
+// NftApplier adapts *nft.Applier (Istio's native nftables rules over netlink) to Applier.
+type NftApplier struct{ *nft.Applier }
+
+// Apply programs ns (see nft.Applier.Apply).
+func (a NftApplier) Apply(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.Applier.Apply(ctx, ns, key, cfg)
+}
+
+// Verify checks ns (see nft.Applier.Verify).
+func (a NftApplier) Verify(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
+	return a.Applier.Verify(ctx, ns, key, cfg)
+}
+
+// Programmed reports whether ns holds any of our nftables tables (see nft.Applier.Programmed).
+func (a NftApplier) Programmed(ctx context.Context, ns Namespace, key string) (bool, error) {
+	return a.Applier.Programmed(ctx, ns, key)
+}
+
+// Foreign looks for iptables rules, of either iptables backend (see nft.Applier.Foreign).
+func (a NftApplier) Foreign(ctx context.Context, ns Namespace, key string) (string, error) {
+	reason, err := a.Applier.Foreign(ns)
+	if err != nil {
+		return "", fmt.Errorf("look for iptables rules: %w", err)
+	}
+	if reason == "" {
+		return "", nil
+	}
+	return fmt.Sprintf("network namespace %s: %s (two rule sets would both be live: is istio-init, Istio's CNI or the iptables backend also programming this pod?)", ns.Path(), reason), nil
+}
+
+// Forget does nothing: nf_tables transactions need no per-pod lock file.
+func (a NftApplier) Forget(string) {}

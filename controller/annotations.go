@@ -30,14 +30,19 @@ func ours(pod *corev1.Pod) annotations {
 
 func (a annotations) status() contract.Status { return contract.Status(a[contract.KeyStatus]) }
 
-// ready: the namespace id holds the verified rules of res.
-func ready(id contract.NetnsID, res netsetup.Result) annotations {
-	return annotations{
+// ready: the namespace id holds the verified rules of res, programmed with backend b (recorded
+// only for nftables: no key means iptables, as for the pods of earlier versions).
+func ready(id contract.NetnsID, res netsetup.Result, b contract.Backend) annotations {
+	a := annotations{
 		contract.KeyStatus:   string(contract.StatusReady),
 		contract.KeyNetns:    id.String(),
 		contract.KeyRules:    res.Hash,
 		contract.KeyFamilies: res.Families,
 	}
+	if b == contract.BackendNftables {
+		a[contract.KeyBackend] = string(b)
+	}
+	return a
 }
 
 // pending: a transient problem, retried.

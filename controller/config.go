@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 )
 
@@ -37,6 +38,7 @@ type NodeConfig struct {
 	Kubeconfig        string // empty: in-cluster
 	WaitContainerName string
 	IPTablesBackend   string // auto, legacy or nft
+	RulesBackend      string // iptables or nftables (contract.Backend)
 	Discovery         string // comma list of netns.Strategy names (or their deprecated aliases)
 	HostProc          string
 	NetnsDirs         string // comma list
@@ -63,6 +65,7 @@ func DefaultNodeConfig(getenv func(string) string) NodeConfig {
 		Kubeconfig:        getenv("KUBECONFIG"),
 		WaitContainerName: DefaultWaitContainerName,
 		IPTablesBackend:   "auto",
+		RulesBackend:      string(contract.BackendIPTables),
 		Discovery:         DefaultDiscovery,
 		HostProc:          DefaultHostProc,
 		NetnsDirs:         DefaultNetnsDirs,
@@ -92,6 +95,8 @@ func (c *NodeConfig) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig file (env KUBECONFIG); empty: in-cluster configuration")
 	fs.StringVar(&c.WaitContainerName, "wait-container-name", c.WaitContainerName, "name of the wait init container that marks the pods to program")
 	fs.StringVar(&c.IPTablesBackend, "iptables-backend", c.IPTablesBackend, "iptables backend: auto (the node's), legacy or nft")
+	fs.StringVar(&c.RulesBackend, "rules-backend", c.RulesBackend, "rules backend of the pods not released yet: iptables (Istio's istio-init rules) "+
+		"or nftables (Istio's native nftables rules, values.global.nativeNftables; over netlink, no nft binary); released pods keep theirs")
 	fs.Var(&discoveryValue{p: &c.Discovery, fs: fs}, "discovery", "namespace discovery strategies, in order: comma list of "+
 		"named (named namespaces by pod IP), cni-cache (the runtime's CNI result records of the pod UID; proof), "+
 		"proc-uid (/proc scan for the pod UID's cgroups; proof, needs CAP_SYS_PTRACE), proc-ip (/proc scan by pod IP; needs CAP_SYS_PTRACE); "+
@@ -137,6 +142,9 @@ func (c *NodeConfig) Validate() error {
 	}
 	if _, err := netsetup.ParseBackend(c.IPTablesBackend); err != nil {
 		bad("iptables-backend", c.IPTablesBackend, "want auto, legacy or nft")
+	}
+	if _, err := contract.ParseBackend(c.RulesBackend); err != nil {
+		bad("rules-backend", c.RulesBackend, "want iptables or nftables")
 	}
 	if s, err := c.Strategies(); err != nil {
 		bad("discovery", c.Discovery, err.Error())

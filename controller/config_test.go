@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 )
 
@@ -32,7 +33,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		NodeConfig: NodeConfig{Kubeconfig: "/etc/kube.conf", WaitContainerName: "istio-pod-network-wait", IPTablesBackend: "auto",
+		NodeConfig: NodeConfig{Kubeconfig: "/etc/kube.conf", WaitContainerName: "istio-pod-network-wait", IPTablesBackend: "auto", RulesBackend: "iptables",
 			Discovery: "named,cni-cache,proc-uid,proc-ip", HostProc: "/proc", NetnsDirs: "/var/run/netns,/run/netns",
 			CNIResultsDir: "/var/lib/cni/results", LockDir: "/var/run/istio-pod-network-controller/locks"},
 		NodeName: "node-a", DriftPeriod: 60 * time.Second, MetricsAddress: ":9402", HealthAddress: ":9403",
@@ -46,8 +47,11 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 		opts.ProcDir != "/proc" || !slices.Equal(opts.NetnsDirs, []string{"/var/run/netns", "/run/netns"}) || !opts.Cache {
 		t.Fatalf("finder options %+v", opts)
 	}
-	if cfg.Backend() != "" {
-		t.Fatalf("auto backend = %q", cfg.Backend())
+	if cfg.Backend() != "" || cfg.Rules() != contract.BackendIPTables {
+		t.Fatalf("auto backend = %q, rules backend %q", cfg.Backend(), cfg.Rules())
+	}
+	if cfg := parse(t, env(map[string]string{"NODE_NAME": "node-a"}), "--rules-backend=nftables"); cfg.Validate() != nil || cfg.Rules() != contract.BackendNftables {
+		t.Fatalf("--rules-backend=nftables: %q, %v", cfg.Rules(), cfg.Validate())
 	}
 
 	// Flags win over the environment.
@@ -81,6 +85,7 @@ func TestConfigRejectsBadFlags(t *testing.T) {
 		"same addresses":    {[]string{"--health-probe-bind-address=:9402"}, `flag --health-probe-bind-address: invalid value ":9402": same as --metrics-bind-address`},
 		"old flag name":     {[]string{"--health-address=:9402"}, `flag --health-probe-bind-address: invalid value ":9402": same as --metrics-bind-address`},
 		"backend":           {[]string{"--iptables-backend=nftables"}, `flag --iptables-backend: invalid value "nftables": want auto, legacy or nft`},
+		"rules backend":     {[]string{"--rules-backend=nft"}, `flag --rules-backend: invalid value "nft": want iptables or nftables`},
 		"discovery unknown": {[]string{"--discovery=named,proc"}, `flag --discovery: invalid value "named,proc": unknown strategy "proc" (want named, cni-cache, proc-uid or proc-ip)`},
 		"discovery twice":   {[]string{"--discovery=proc-uid,proc-uid"}, `flag --discovery: invalid value "proc-uid,proc-uid": discovery strategies: "proc-uid" listed twice`},
 		"alias and name":    {[]string{"--discovery=cgroup,proc-uid"}, `flag --discovery: invalid value "cgroup,proc-uid": discovery strategies: "proc-uid" listed twice`},

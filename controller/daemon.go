@@ -66,7 +66,7 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
-	logger.Info("iptables backend", "backend", applier.Backend(), "override", cfg.IPTablesBackend)
+	logger.Info("iptables backend", "backend", applier.Backend(), "override", cfg.IPTablesBackend, "rulesBackend", cfg.Rules())
 	finder, err := netns.New(cfg.FinderOptions())
 	if err != nil {
 		return fmt.Errorf("namespace discovery: %w", err)
@@ -102,7 +102,7 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 		Client:            client,
 		Pods:              pods,
 		Finder:            NetnsFinder{finder},
-		Applier:           NetsetupApplier{applier},
+		Applier:           NodeBackends(&cfg.NodeConfig, applier),
 		Recorder:          recorder,
 		Metrics:           metrics,
 		OpenNamespaces:    netns.OpenFDs,

@@ -47,8 +47,10 @@ type Applier interface {
 	Verify(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error)
 	// Programmed reports whether ns holds any rules of ours at all.
 	Programmed(ctx context.Context, ns Namespace, key string) (bool, error)
-	// ForeignRules reports whether ns holds ISTIO_* chains in the other iptables backend.
-	ForeignRules(ctx context.Context, ns Namespace, key string) (bool, error)
+	// Foreign returns why ns must not be programmed because it holds rules that would run
+	// alongside ours (ISTIO_* chains in the other iptables backend, the other rules backend's
+	// tables), or "" when it holds none.
+	Foreign(ctx context.Context, ns Namespace, key string) (string, error)
 	// Forget removes the pod's lock file (the pod is gone).
 	Forget(key string)
 }

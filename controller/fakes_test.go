@@ -164,6 +164,8 @@ type fakeApplier struct {
 	verifyErr        error
 	calls            []string
 	forgotten        []string
+	// backend is the rules backend whose hash the fake reports ("" is iptables).
+	backend contract.Backend
 }
 
 func newFakeApplier() *fakeApplier {
@@ -176,6 +178,15 @@ func hashOf(cfg *rules.Config) string {
 		panic(err)
 	}
 	return rs.Hash()
+}
+
+// hash is cfg's rules hash in the fake's backend.
+func (a *fakeApplier) hash(cfg *rules.Config) string {
+	h, err := rulesHash(a.backend, cfg)
+	if err != nil {
+		panic(err)
+	}
+	return h
 }
 
 func (a *fakeApplier) call(op string, ns Namespace, extra string) contract.NetnsID {
@@ -191,7 +202,7 @@ func (a *fakeApplier) Apply(_ context.Context, ns Namespace, key string, cfg *ru
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	h := hashOf(cfg)
+	h := a.hash(cfg)
 	id := a.call("apply", ns, " "+h)
 	if len(a.applyErrs) > 0 {
 		err := a.applyErrs[0]
@@ -206,7 +217,7 @@ func (a *fakeApplier) Apply(_ context.Context, ns Namespace, key string, cfg *ru
 func (a *fakeApplier) Verify(_ context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	h := hashOf(cfg)
+	h := a.hash(cfg)
 	id := a.call("verify", ns, " "+h)
 	if a.verifyErr != nil {
 		return netsetup.Result{}, a.verifyErr
@@ -224,11 +235,15 @@ func (a *fakeApplier) Programmed(_ context.Context, ns Namespace, key string) (b
 	return a.live[id] != "", nil
 }
 
-func (a *fakeApplier) ForeignRules(_ context.Context, ns Namespace, key string) (bool, error) {
+func (a *fakeApplier) Foreign(_ context.Context, ns Namespace, key string) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	id := a.call("foreign", ns, "")
-	return a.foreign[id], nil
+	if !a.foreign[id] {
+		return "", nil
+	}
+	return fmt.Sprintf("network namespace %s already holds ISTIO_* chains in the other iptables backend: two rule sets would both be live "+
+		"(is istio-init or Istio's CNI also programming this pod?)", ns.Path()), nil
 }
 
 func (a *fakeApplier) Forget(key string) {

@@ -296,6 +296,7 @@ func cookie(n uint64) contract.NetnsID { return contract.NetnsID{Kind: contract.
 // readyPatch is the exact merge patch that releases a pod.
 func readyPatch(netnsID, hash, families string) string {
 	return `{"metadata":{"annotations":{` +
+		`"pod-network-controller.istio.io/backend":null,` +
 		`"pod-network-controller.istio.io/families":"` + families + `",` +
 		`"pod-network-controller.istio.io/netns":"` + netnsID + `",` +
 		`"pod-network-controller.istio.io/reason":null,` +
@@ -306,6 +307,7 @@ func readyPatch(netnsID, hash, families string) string {
 // statusPatch is the exact merge patch for pending or failed.
 func statusPatch(status contract.Status, reason string) string {
 	return `{"metadata":{"annotations":{` +
+		`"pod-network-controller.istio.io/backend":null,` +
 		`"pod-network-controller.istio.io/families":null,` +
 		`"pod-network-controller.istio.io/netns":null,` +
 		`"pod-network-controller.istio.io/reason":` + jsonString(reason) + `,` +

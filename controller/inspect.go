@@ -94,7 +94,9 @@ type Inspection struct {
 // Inspect gathers the facts about pod on this node and decides the verdict. It never changes
 // anything.
 func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder Finder, live LiveReader) *Inspection {
-	in := &Inspection{Pod: pod, Annotations: ours(pod), Spec: evaluate(pod, podconfig.PodIPs(pod))}
+	in := &Inspection{Pod: pod, Annotations: ours(pod)}
+	backend, live := inspectBackend(in.Annotations, live)
+	in.Spec = evaluate(pod, podconfig.PodIPs(pod), backend)
 	in.Skip = skipReason(pod, pod.Spec.NodeName, waitContainer)
 	if in.Spec.cfg != nil {
 		rs, _ := rules.Generate(in.Spec.cfg)

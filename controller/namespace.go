@@ -106,7 +106,7 @@ func (r *podRun) open() (Namespace, contract.NetnsID, error) {
 	}
 	if !slices.Equal(ips, hint) {
 		r.logger().V(2).Info("Pod addresses taken from its namespace", "podIPs", hint, "namespace", ips)
-		r.sp = evaluate(r.pod, ips)
+		r.sp = evaluate(r.pod, ips, r.backend)
 	}
 	return ns, id, nil
 }

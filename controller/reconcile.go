@@ -62,6 +62,8 @@ type podRun struct {
 	cur annotations
 	sp  spec
 	fp  string
+	// backend programs, checks and repairs the pod (see backendOf).
+	backend contract.Backend
 }
 
 func (r *podRun) logger() klog.Logger { return klog.FromContext(r.ctx) }
@@ -74,7 +76,13 @@ func (c *Controller) reconcile(ctx context.Context, pod *corev1.Pod, st *podStat
 		r.logger().V(5).Info("Released and verified in this drift round for the same inputs: nothing to do")
 		return nil
 	}
-	r.sp = evaluate(pod, podconfig.PodIPs(pod))
+	backend, err := c.backendOf(r.cur)
+	if err != nil {
+		r.warnOnce(EventCheckFailed, truncate("released pod: "+err.Error()))
+		return fmt.Errorf("released pod: %w", err) // nothing is touched
+	}
+	r.backend = backend
+	r.sp = evaluate(pod, podconfig.PodIPs(pod), backend)
 	if r.cur.status() == contract.StatusReady {
 		return r.reconcileReleased()
 	}
@@ -118,14 +126,12 @@ func (st *podState) settle(gen uint64, fp string, ann annotations) {
 // program applies the configuration in ns and releases the pod.
 func (r *podRun) program(ns Namespace, id contract.NetnsID) error {
 	c := r.c
-	foreign, err := c.applier.ForeignRules(r.ctx, ns, r.key())
+	foreign, err := r.applier().Foreign(r.ctx, ns, r.key())
 	if err != nil {
-		return r.retry(reasonForeignCheck, fmt.Errorf("look for rules in the other iptables backend: %w", err))
+		return r.retry(reasonForeignCheck, fmt.Errorf("look for rules of another backend: %w", err))
 	}
-	if foreign {
-		return r.refuse(EventForeignRules, reasonForeign, fmt.Sprintf(
-			"network namespace %s already holds ISTIO_* chains in the other iptables backend: two rule sets would both be live "+
-				"(is istio-init or Istio's CNI also programming this pod?)", ns.Path()))
+	if foreign != "" {
+		return r.refuse(EventForeignRules, reasonForeign, foreign)
 	}
 	gen := c.driftGen.Load() // before Apply, whose read-back is the verification
 	res, err := r.apply(ns, r.sp.cfg)
@@ -148,7 +154,7 @@ func (r *podRun) program(ns Namespace, id contract.NetnsID) error {
 // patch, when they differ), then records it: the rule set it was released with, verified in drift
 // round gen, settled, and the namespace claimed for it.
 func (r *podRun) release(id contract.NetnsID, cfg *rules.Config, res netsetup.Result, gen uint64) error {
-	want := ready(id, res)
+	want := ready(id, res, r.backend)
 	if _, err := r.c.ensure(r.ctx, r.pod, r.cur, want); err != nil {
 		return err
 	}
@@ -236,14 +242,14 @@ func (c *Controller) ensure(ctx context.Context, pod *corev1.Pod, cur, want anno
 
 func (r *podRun) apply(ns Namespace, cfg *rules.Config) (netsetup.Result, error) {
 	start := r.c.now()
-	res, err := r.c.applier.Apply(r.ctx, ns, r.key(), cfg)
+	res, err := r.applier().Apply(r.ctx, ns, r.key(), cfg)
 	r.c.metrics.ApplyDuration.Observe(r.c.now().Sub(start).Seconds())
 	return res, err
 }
 
 func (r *podRun) verify(ns Namespace, cfg *rules.Config) error {
 	start := r.c.now()
-	_, err := r.c.applier.Verify(r.ctx, ns, r.key(), cfg)
+	_, err := r.applier().Verify(r.ctx, ns, r.key(), cfg)
 	r.c.metrics.VerifyDuration.Observe(r.c.now().Sub(start).Seconds())
 	return err
 }

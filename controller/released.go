@@ -109,7 +109,7 @@ func (r *podRun) releasedUnknown(ns Namespace, id contract.NetnsID) error {
 			return fmt.Errorf("verify the live rules: %w", err)
 		}
 	}
-	programmed, err := c.applier.Programmed(r.ctx, ns, r.key())
+	programmed, err := r.applier().Programmed(r.ctx, ns, r.key())
 	if err != nil {
 		c.metrics.Errors.WithLabelValues(reasonVerify).Inc()
 		return fmt.Errorf("read the live rules: %w", err)

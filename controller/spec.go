@@ -24,9 +24,10 @@ type spec struct {
 	transient error
 }
 
-// evaluate maps the pod to its configuration, the pod's addresses being ips: the API's podIPs
-// before its namespace is proven, the namespace's own addresses after (see podAddrs).
-func evaluate(pod *corev1.Pod, ips []netip.Addr) spec {
+// evaluate maps the pod to its configuration and its rules' hash in backend b, the pod's
+// addresses being ips: the API's podIPs before its namespace is proven, the namespace's own
+// addresses after (see podAddrs).
+func evaluate(pod *corev1.Pod, ips []netip.Addr, b contract.Backend) spec {
 	if name := conflictingInit(pod); name != "" {
 		return spec{refused: fmt.Errorf("the pod also has the init container %q, which installs or checks Istio's rules itself: "+
 			"two rule sets would both be live (use the injection template of istio-pod-network-controller)", name),
@@ -41,11 +42,11 @@ func evaluate(pod *corev1.Pod, ips []netip.Addr) spec {
 	case err != nil:
 		return spec{transient: fmt.Errorf("pod configuration: %w", err)}
 	}
-	rs, err := rules.Generate(cfg)
+	hash, err := rulesHash(b, cfg)
 	if err != nil {
-		return spec{refused: fmt.Errorf("rules: %w", err), event: EventInvalidConfiguration, metric: reasonInvalidConfig}
+		return spec{refused: fmt.Errorf("%s rules: %w", b, err), event: EventInvalidConfiguration, metric: reasonInvalidConfig}
 	}
-	return spec{cfg: cfg, hash: rs.Hash()}
+	return spec{cfg: cfg, hash: hash}
 }
 
 // withAddrs returns pod as FromPod should see it with the addresses ips: pod itself when they are

@@ -55,6 +55,10 @@ func TestEvaluate(t *testing.T) {
 		{name: "unknown status", ann: map[string]string{contract.KeyStatus: "Ready"}, phase: phaseWaiting, msg: `status="Ready" is not one of`},
 		{name: "ready", ann: ready("cookie:4097"), phase: phaseReady, fam: families{v4: true}},
 		{name: "ready dual stack", ann: ready("cookie:4097", contract.KeyFamilies, contract.FamiliesDual), phase: phaseReady, fam: families{v4: true, v6: true}},
+		// The backend record is the controller's; the self-test is the same for both backends, and a
+		// wait binary that predates the key (it reads only the keys it knows) releases the pod too.
+		{name: "ready with the nftables backend", ann: ready("cookie:4097", contract.KeyBackend, string(contract.BackendNftables)), phase: phaseReady, fam: families{v4: true}},
+		{name: "ready with a backend it does not know", ann: ready("cookie:4097", contract.KeyBackend, "ebpf"), phase: phaseReady, fam: families{v4: true}},
 		{name: "ready ipv6 only", ann: ready("cookie:4097", contract.KeyFamilies, "ipv6"), phase: phaseReady, fam: families{v6: true}},
 		{name: "ready without families means ipv4", ann: ready("cookie:4097", contract.KeyFamilies, ""), phase: phaseReady, fam: families{v4: true}},
 		{name: "ready with bad families", ann: ready("cookie:4097", contract.KeyFamilies, "ipv4,ipx"), phase: phaseWaiting, msg: `element "ipx" is neither`},

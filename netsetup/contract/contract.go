@@ -26,10 +26,47 @@ const (
 	KeyFamilies = Prefix + "families"
 	// KeyReason is a human-readable cause for failed, and for pending when something is wrong.
 	KeyReason = Prefix + "reason"
+	// KeyBackend is the rules backend a ready pod was released with: BackendNftables, or absent
+	// for BackendIPTables (so pods released by versions without this key read as iptables, and
+	// an iptables pod's annotations are what they always were). The wait container ignores it:
+	// its self-test is the same for both backends, and it reads only the keys it knows.
+	KeyBackend = Prefix + "backend"
 )
 
 // Keys lists every key the controller owns, in a fixed order.
-var Keys = []string{KeyStatus, KeyNetns, KeyRules, KeyFamilies, KeyReason}
+var Keys = []string{KeyStatus, KeyNetns, KeyRules, KeyFamilies, KeyReason, KeyBackend}
+
+// Backend is the rules backend that programs a pod: Istio's iptables rules or its native nftables
+// rules (Istio's values.global.nativeNftables).
+type Backend string
+
+// Backends.
+const (
+	BackendIPTables Backend = "iptables"
+	BackendNftables Backend = "nftables"
+)
+
+// ParseBackend parses a backend name (the controller's --rules-backend flag).
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(s); b {
+	case BackendIPTables, BackendNftables:
+		return b, nil
+	}
+	return "", fmt.Errorf("rules backend %q: want %s or %s", s, BackendIPTables, BackendNftables)
+}
+
+// RecordedBackend returns the backend the annotations ann record: KeyBackend absent is iptables
+// (released by a version without it); the only value written is BackendNftables.
+func RecordedBackend(ann map[string]string) (Backend, error) {
+	v, ok := ann[KeyBackend]
+	switch {
+	case !ok:
+		return BackendIPTables, nil
+	case Backend(v) == BackendNftables:
+		return BackendNftables, nil
+	}
+	return "", fmt.Errorf("annotation %s=%q: want %s or no annotation (%s)", KeyBackend, v, BackendNftables, BackendIPTables)
+}
 
 // Status values of KeyStatus.
 type Status string

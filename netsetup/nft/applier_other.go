@@ -33,3 +33,5 @@ func (a *Applier) Programmed(context.Context, netsetup.Namespace, string) (bool,
 func (a *Applier) ForeignRules(context.Context, netsetup.Namespace, string) (bool, error) {
 	return false, errUnsupported
 }
+
+func (a *Applier) Foreign(netsetup.Namespace) (string, error) { return "", errUnsupported }
