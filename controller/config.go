@@ -56,6 +56,8 @@ type Config struct {
 	KubeAPIQPS     float64
 	KubeAPIBurst   int
 	Workers        int
+	ReleaseRecord  bool // write the release record into each programmed namespace
+	LocalDiscovery bool // watch CNIResultsDir for new sandboxes
 	Endpoints      EndpointConfig
 }
 
@@ -85,6 +87,8 @@ func DefaultConfig(getenv func(string) string) Config {
 		KubeAPIQPS:     DefaultKubeAPIQPS,
 		KubeAPIBurst:   DefaultKubeAPIBurst,
 		Workers:        DefaultWorkers,
+		ReleaseRecord:  true,
+		LocalDiscovery: true,
 		Endpoints:      DefaultEndpointConfig(),
 	}
 }
@@ -120,6 +124,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "queries per second to the API server")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "burst of queries to the API server")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "pods processed in parallel")
+	fs.BoolVar(&c.ReleaseRecord, "release-record", c.ReleaseRecord, "also write the release record (lo's alias) into each pod's namespace once its rules are verified, "+
+		"which the wait container reads without the API server; false: annotations only")
+	fs.BoolVar(&c.LocalDiscovery, "local-discovery", c.LocalDiscovery, "watch --cni-results-dir for new sandboxes and program them without waiting "+
+		"for the pod IP in the API; false: pods are found through the API server only")
 }
 
 // FlagError is an invalid flag value.

@@ -37,7 +37,7 @@ func TestConfigDefaultsAndEnv(t *testing.T) {
 			Discovery: "named,cni-cache,proc-uid,proc-ip", HostProc: "/proc", NetnsDirs: "/var/run/netns,/run/netns",
 			CNIResultsDir: "/var/lib/cni/results", LockDir: "/var/run/istio-pod-network-controller/locks"},
 		NodeName: "node-a", DriftPeriod: 60 * time.Second, MetricsAddress: ":9402", HealthAddress: ":9403",
-		KubeAPIQPS: 50, KubeAPIBurst: 100, Workers: 8, Endpoints: EndpointConfig{MetricsSecure: true},
+		KubeAPIQPS: 50, KubeAPIBurst: 100, Workers: 8, ReleaseRecord: true, LocalDiscovery: true, Endpoints: EndpointConfig{MetricsSecure: true},
 	}
 	if cfg != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", cfg, want)

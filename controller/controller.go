@@ -57,6 +57,10 @@ type Options struct {
 	Metrics *Metrics
 	// OpenNamespaces reports the namespace fds held open (for a gauge); nil: not exported.
 	OpenNamespaces func() int64
+	// Records writes the release record into the namespaces programmed; nil: annotations only.
+	Records RecordWriter
+	// LocalCNIDir, when set, is the CNI result cache watched for new sandboxes (local discovery).
+	LocalCNIDir string
 
 	// RateLimiter paces the retries of a pod; nil means DefaultRateLimiter.
 	RateLimiter workqueue.TypedRateLimiter[Key]
@@ -88,6 +92,10 @@ type Controller struct {
 
 	// claims: which live pod each released-into namespace belongs to.
 	claims *claims
+	// records writes the release record (nil: off); local and localDir are local discovery (nil: off).
+	records  RecordWriter
+	local    *localSandboxes
+	localDir string
 
 	mu   sync.Mutex
 	pods map[Key]*podState
@@ -158,12 +166,16 @@ func New(opts Options) (*Controller, error) {
 		metrics:       opts.Metrics,
 		now:           opts.Now,
 		claims:        newClaims(),
+		records:       opts.Records,
 		pods:          map[Key]*podState{},
 		seen:          map[types.UID]time.Time{},
 		written:       map[types.UID]annotations{},
 	}
 	if c.waitContainer == "" {
 		c.waitContainer = DefaultWaitContainerName
+	}
+	if opts.LocalCNIDir != "" {
+		c.local, c.localDir = newLocalSandboxes(), opts.LocalCNIDir
 	}
 	if c.driftPeriod <= 0 {
 		c.driftPeriod = DefaultDriftPeriod
@@ -238,6 +250,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	wg.Go(func() { c.driftLoop(ctx) })
+	if c.local != nil {
+		wg.Go(func() { c.watchLocal(ctx) })
+	}
 	c.ready.Store(true)
 	logger.Info("Controller ready", "workers", c.workers, "driftPeriod", c.driftPeriod)
 

@@ -106,6 +106,8 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 		Recorder:          recorder,
 		Metrics:           metrics,
 		OpenNamespaces:    netns.OpenFDs,
+		Records:           cfg.recordWriter(),
+		LocalCNIDir:       cfg.localCNIDir(),
 	})
 	if err != nil {
 		return err

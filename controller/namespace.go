@@ -50,7 +50,7 @@ const (
 // errorReasons lists every reason of errors_total (exported at 0 from the start).
 var errorReasons = []string{reasonInvalidConfig, reasonTooLarge, reasonConflict, reasonForeign, reasonConfig,
 	reasonNotFound, reasonNotProven, reasonShared, reasonClaimed, reasonAddrs, reasonAmbiguous, reasonHostNamespace,
-	reasonDiscovery, reasonIdentity, reasonForeignCheck, reasonApply, reasonLocked, reasonVerify, reasonPatch}
+	reasonDiscovery, reasonIdentity, reasonForeignCheck, reasonApply, reasonLocked, reasonVerify, reasonPatch, reasonRecord}
 
 // ErrClaimed: the namespace found for a pod is claimed by another live pod released into it.
 var ErrClaimed = errors.New("network namespace claimed by another pod")
@@ -92,7 +92,7 @@ func (r *podRun) open() (Namespace, contract.NetnsID, error) {
 			"%w: network namespace %s (%s), which the finder returned for this pod's IPs %v, is pod %s's, released into it: "+
 				"not touched (is this pod's status.podIPs another pod's IP?)", ErrClaimed, id, ns.Path(), podconfig.PodIPs(r.pod), o)}
 	}
-	hint := podconfig.PodIPs(r.pod)
+	hint := r.hint()
 	held, err := ns.Addrs()
 	if err != nil {
 		ns.Close()
@@ -108,6 +108,7 @@ func (r *podRun) open() (Namespace, contract.NetnsID, error) {
 		r.logger().V(2).Info("Pod addresses taken from its namespace", "podIPs", hint, "namespace", ips)
 		r.sp = evaluate(r.pod, ips, r.backend)
 	}
+	r.ns = ns
 	return ns, id, nil
 }
 
@@ -123,8 +124,9 @@ func (r *podRun) find() (Namespace, error) {
 		}
 		r.st.waitContainerID = id
 	}
+	r.localRecreated()
 	start := c.now()
-	ns, err := c.finder.Find(r.ctx, r.key(), podconfig.PodIPs(r.pod))
+	ns, err := c.finder.Find(r.ctx, r.key(), r.hint())
 	c.metrics.DiscoveryDuration.Observe(c.now().Sub(start).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("find the pod's network namespace: %w", err)

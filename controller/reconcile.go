@@ -13,7 +13,6 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
@@ -40,7 +39,7 @@ func (c *Controller) sync(ctx context.Context, key Key) error {
 	if !holdsClaim(cached, c.nodeName) {
 		c.claims.drop(key, "")
 	}
-	if why := skipReason(cached, c.nodeName, c.waitContainer); why != "" {
+	if why := c.skipped(cached); why != "" {
 		logger.V(5).Info("Not working on pod", "why", why)
 		return nil
 	}
@@ -62,6 +61,8 @@ type podRun struct {
 	cur annotations
 	sp  spec
 	fp  string
+	// ns is the pod's namespace once open returned it (the release record is written there).
+	ns Namespace
 	// backend programs, checks and repairs the pod (see backendOf).
 	backend contract.Backend
 }
@@ -72,7 +73,7 @@ func (r *podRun) key() string         { return string(r.pod.UID) }
 // reconcile brings one pod (a private copy) to its desired state.
 func (c *Controller) reconcile(ctx context.Context, pod *corev1.Pod, st *podState) error {
 	r := &podRun{c: c, ctx: ctx, pod: pod, st: st, cur: ours(pod), fp: fingerprint(pod)}
-	if c.upToDate(pod, st, r.cur, r.fp) {
+	if c.upToDate(pod, st, r.cur, r.fp) && !c.localNewer(pod.UID) {
 		r.logger().V(5).Info("Released and verified in this drift round for the same inputs: nothing to do")
 		return nil
 	}
@@ -82,7 +83,7 @@ func (c *Controller) reconcile(ctx context.Context, pod *corev1.Pod, st *podStat
 		return fmt.Errorf("released pod: %w", err) // nothing is touched
 	}
 	r.backend = backend
-	r.sp = evaluate(pod, podconfig.PodIPs(pod), backend)
+	r.sp = evaluate(pod, r.hint(), backend)
 	if r.cur.status() == contract.StatusReady {
 		return r.reconcileReleased()
 	}
@@ -155,6 +156,7 @@ func (r *podRun) program(ns Namespace, id contract.NetnsID) error {
 // round gen, settled, and the namespace claimed for it.
 func (r *podRun) release(id contract.NetnsID, cfg *rules.Config, res netsetup.Result, gen uint64) error {
 	want := ready(id, res, r.backend)
+	r.writeRecord(id, res) // before the patch: released even when the API server is unreachable
 	if _, err := r.c.ensure(r.ctx, r.pod, r.cur, want); err != nil {
 		return err
 	}
@@ -241,6 +243,9 @@ func (c *Controller) ensure(ctx context.Context, pod *corev1.Pod, cur, want anno
 }
 
 func (r *podRun) apply(ns Namespace, cfg *rules.Config) (netsetup.Result, error) {
+	if err := r.clearRecord(ns); err != nil {
+		return netsetup.Result{}, err
+	}
 	start := r.c.now()
 	res, err := r.applier().Apply(r.ctx, ns, r.key(), cfg)
 	r.c.metrics.ApplyDuration.Observe(r.c.now().Sub(start).Seconds())

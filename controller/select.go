@@ -37,7 +37,7 @@ func skipReason(pod *corev1.Pod, node, wait string) string {
 	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
 		return "finished"
 	case len(podconfig.PodIPs(pod)) == 0:
-		return "no pod IP yet"
+		return whyNoIP
 	}
 	return ""
 }

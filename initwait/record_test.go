@@ -184,3 +184,14 @@ func TestFailedComesFromTheAnnotations(t *testing.T) {
 	h := startRun(t, map[string]string{contract.KeyStatus: "failed", contract.KeyReason: "bad port"}, withRecord(r))
 	h.exit(ExitFailed)
 }
+
+// TestRecordSupersedesAStaleAnnotation: a re-created sandbox's wait container finds the old
+// sandbox's ready annotation (stale, logged) and this namespace's record: released by the record.
+func TestRecordSupersedesAStaleAnnotation(t *testing.T) {
+	r := &fakeRecord{alias: recordFor(testSelf, contract.FamiliesIPv4)}
+	h := startRun(t, ready("cookie:1"), withRecord(r))
+	h.exit(ExitReleased)
+	if log := h.log.String(); !strings.Contains(log, "stale") || !strings.Contains(log, "release record reports ready") {
+		t.Errorf("the log does not show the stale annotation superseded by the record:\n%s", log)
+	}
+}

@@ -244,6 +244,9 @@ func (w *waiter) step(ctx context.Context, force bool) (ExitCode, bool) {
 	s := evaluate(data, err, w.self)
 	if w.cfg.Record != nil {
 		if rs := w.recordState(alias, aliasErr, podInterception(data, err)); rs.phase == phaseReady {
+			if s.phase == phaseStale && s != w.cur {
+				w.log.Warn(s.msg) // the annotation of the old sandbox, superseded by this one's record
+			}
 			s = rs
 		}
 	}

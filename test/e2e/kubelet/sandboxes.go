@@ -75,6 +75,12 @@ func (k *Kubelet) createSandbox(pod *corev1.Pod, st *podState) error {
 	if err := k.netw.create(sb, pod.Annotations[AnnotationRegisterNetns] != "false", filepath.Join(st.dir, "pause.log")); err != nil {
 		return fmt.Errorf("create sandbox: %w", err)
 	}
+	if !host && pod.Annotations[AnnotationCNIRecord] != "false" {
+		if err := k.writeCNIRecord(pod, sb); err != nil {
+			k.netw.destroy(sb)
+			return fmt.Errorf("create sandbox: %w", err)
+		}
+	}
 	now := time.Now()
 	sb.ready = now
 	st.sb = sb
@@ -99,6 +105,7 @@ func (k *Kubelet) teardownSandbox(st *podState, keepIP bool) {
 		st.wait = nil
 	}
 	if st.sb != nil {
+		k.removeCNIRecord(st.sb) // CNI DEL, before the namespace goes
 		k.netw.destroy(st.sb)
 		st.sb = nil
 		st.infoMu.Lock()

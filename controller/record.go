@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"fmt"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/record"
+)
+
+// The release record: beside the annotations (the durable record, the fallback and the carrier
+// of failed reasons), the controller writes into the pod's own namespace that it verified the
+// rules there (package record, lo's alias). The wait container reads it without the API server
+// and without waiting for the kubelet's refresh of the downward-API file. It is written right
+// after the rules were applied and read back (or verified), before the annotation patch, so that
+// a pod is released even when the API server is unreachable; and cleared before every apply, so
+// that it never states rules that are being replaced or failed.
+
+// RecordWriter stores the release record in a pod's namespace.
+type RecordWriter interface {
+	// Write stores rec in ns.
+	Write(ns Namespace, rec record.Record) error
+	// Clear removes the record from ns.
+	Clear(ns Namespace) error
+}
+
+// NetlinkRecords writes the record through rtnetlink inside the namespace.
+type NetlinkRecords struct{}
+
+var _ RecordWriter = NetlinkRecords{}
+
+// Write sets lo's alias in ns to rec.
+func (NetlinkRecords) Write(ns Namespace, rec record.Record) error {
+	if err := ns.Do(func() error { return record.Write(rec) }); err != nil {
+		return fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return nil
+}
+
+// Clear removes lo's alias in ns.
+func (NetlinkRecords) Clear(ns Namespace) error {
+	if err := ns.Do(record.Clear); err != nil {
+		return fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return nil
+}
+
+// writeRecord states in the pod's namespace that its rules res were verified there. A failure is
+// logged and counted: the annotation still releases the pod.
+func (r *podRun) writeRecord(id contract.NetnsID, res netsetup.Result) {
+	if r.c.records == nil || r.ns == nil {
+		return
+	}
+	if err := r.c.records.Write(r.ns, record.Ready(id, res.Hash, res.Families)); err != nil {
+		r.c.metrics.Errors.WithLabelValues(reasonRecord).Inc()
+		r.logger().Error(err, "Cannot write the release record: the pod is released through its annotations only", "netns", id.String())
+	}
+}
+
+// clearRecord removes the record before the rules of ns are applied: while they change or when
+// they fail, no record says they are verified. A failure stops the apply (retried).
+func (r *podRun) clearRecord(ns Namespace) error {
+	if r.c.records == nil {
+		return nil
+	}
+	if err := r.c.records.Clear(ns); err != nil {
+		r.c.metrics.Errors.WithLabelValues(reasonRecord).Inc()
+		return fmt.Errorf("clear the release record before applying the rules: %w", err)
+	}
+	return nil
+}
+
+// reasonRecord is the errors_total reason of a failed record write or clear.
+const reasonRecord = "release_record"
+
+// recordWriter is the release record writer of --release-record (nil when off).
+func (c *Config) recordWriter() RecordWriter {
+	if !c.ReleaseRecord {
+		return nil
+	}
+	return NetlinkRecords{}
+}
