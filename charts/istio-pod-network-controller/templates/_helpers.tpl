@@ -101,6 +101,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 # then restart the mesh workloads so they are injected again. If you already list other default
 # templates, keep them: "sidecar" first, then {{ .Values.injection.templateName }}.
 global:
+  # The same rules backend as the controller's (chart value nativeNftables): the parts of Istio that read it
+  # (the sidecar template's istio-init, istio-cni) then expect the rules the controller installs.
+  nativeNftables: {{ .Values.nativeNftables }}
   proxy:
     # istio-proxy must satisfy Pod Security "restricted" too, also in pods that set no seccomp profile.
     seccompProfile:
