@@ -92,6 +92,8 @@ type Controller struct {
 
 	// claims: which live pod each released-into namespace belongs to.
 	claims *claims
+	// budget paces the patches and Events that report refusals and problems (budget.go).
+	budget *reportBudget
 	// records writes the release record (nil: off); local and localDir are local discovery (nil: off).
 	records  RecordWriter
 	local    *localSandboxes
@@ -189,6 +191,7 @@ func New(opts Options) (*Controller, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.budget = newReportBudget(c.now())
 	rl := opts.RateLimiter
 	if rl == nil {
 		rl = DefaultRateLimiter()

@@ -56,7 +56,7 @@ func RunDaemon(ctx context.Context, cfg Config) error {
 
 	metrics := NewMetrics()
 	var ctrl atomic.Pointer[Controller]
-	servers, err := startEndpoints(ctx, cfg, restCfg, metrics, func() bool { c := ctrl.Load(); return c != nil && c.Ready() })
+	servers, err := StartEndpoints(ctx, cfg, restCfg, metrics, func() bool { c := ctrl.Load(); return c != nil && c.Ready() })
 	if err != nil {
 		return err
 	}

@@ -18,9 +18,9 @@ const (
 	reviewBurst = 10
 )
 
-// startEndpoints serves /metrics (over TLS with token authentication and authorization, unless
+// StartEndpoints serves /metrics (over TLS with token authentication and authorization, unless
 // cfg.Endpoints.MetricsSecure is false) and /healthz, /readyz on their addresses.
-func startEndpoints(ctx context.Context, cfg Config, restCfg *rest.Config, metrics *Metrics, ready func() bool) (*Servers, error) {
+func StartEndpoints(ctx context.Context, cfg Config, restCfg *rest.Config, metrics *Metrics, ready func() bool) (*Servers, error) {
 	metricsEP := Endpoint{Name: "metrics", Address: cfg.MetricsAddress, Handler: MetricsHandler(metrics)}
 	if cfg.Endpoints.MetricsSecure {
 		reviewCfg := rest.CopyConfig(restCfg)

@@ -31,6 +31,8 @@ type Metrics struct {
 	DriftRepairs prometheus.Counter
 	// SpecChanges counts released pods whose traffic configuration was edited afterwards.
 	SpecChanges prometheus.Counter
+	// ReportsDeferred counts refusal and problem reports held back by the report budget.
+	ReportsDeferred prometheus.Counter
 
 	queue *queueMetrics // client-go's workqueue series, for the controller's queue
 }
@@ -75,9 +77,13 @@ func NewMetrics() *Metrics {
 			Namespace: metricsNamespace, Name: "spec_changes_total",
 			Help: "Released pods whose traffic configuration changed after release (not applied).",
 		}),
+		ReportsDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "reports_deferred_total",
+			Help: "Refusals and problems whose pods/status patch and Event were deferred by the per-pod or per-node report budget.",
+		}),
 	}
 	m.Registry.MustRegister(m.SetupLatency, m.ApplyDuration, m.VerifyDuration, m.DiscoveryDuration,
-		m.PodsConfigured, m.Errors, m.DriftRepairs, m.SpecChanges,
+		m.PodsConfigured, m.Errors, m.DriftRepairs, m.SpecChanges, m.ReportsDeferred,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.queue = newQueueMetrics(m.Registry)
 	for _, r := range []string{resultReady, resultFailed} {

@@ -174,6 +174,9 @@ func (r *podRun) release(id contract.NetnsID, cfg *rules.Config, res netsetup.Re
 func (r *podRun) retry(metric string, err error) error {
 	r.c.metrics.Errors.WithLabelValues(metric).Inc()
 	msg := truncate(err.Error())
+	if !r.reportAllowed(pending(msg), false) {
+		return err // reported when the report budget has room (budget.go)
+	}
 	if _, perr := r.c.ensure(r.ctx, r.pod, r.cur, pending(msg)); perr != nil {
 		return errors.Join(err, perr)
 	}
@@ -209,6 +212,9 @@ func (r *podRun) refuse(event, metric, msg string) error {
 	st := r.st
 	st.failedFP = r.fp
 	st.released, st.verified, st.settled = nil, verification{}, settled{}
+	if !r.reportAllowed(failed(msg), true) {
+		return nil // reported when the report budget has room (budget.go)
+	}
 	patched, err := r.c.ensure(r.ctx, r.pod, r.cur, failed(msg))
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ func TestOnAPIServer(t *testing.T) {
 	t.Run("WaitFirstAfterInjectionWebhook", func(t *testing.T) { testWaitFirstAfterWebhook(t, ctx, c) })
 	// Late: it removes the MutatingAdmissionPolicy's binding for a while.
 	t.Run("WaitFirstValidation", func(t *testing.T) { testWaitFirstValidation(t, ctx, c, in) })
+	t.Run("MetricsAuth", func(t *testing.T) { testMetricsAuth(t, ctx, c, in) })
 	// Last: a second release's annotation policy would deny the first release's controller.
 	t.Run("HelmInstall", func(t *testing.T) { testHelmInstall(t, c) })
 }
@@ -307,22 +308,7 @@ func testAnnotationPolicy(t *testing.T, ctx context.Context, c *cluster.Cluster,
 		}
 	}
 
-	// Binding a pod copies the Binding's annotations onto it: a forged one is refused, a plain one
-	// binds the pod.
-	pending := createPod(t, ctx, c.Client, ns, "app-unbound", "")
-	bind := func(ann map[string]string) error {
-		return tenant.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{
-			ObjectMeta: metav1.ObjectMeta{Name: pending.Name, Annotations: ann},
-			Target:     corev1.ObjectReference{Kind: "Node", Name: c.NodeName},
-		}, metav1.CreateOptions{})
-	}
-	if err := bind(map[string]string{contract.KeyStatus: "ready"}); !apierrors.IsForbidden(err) ||
-		!strings.Contains(err.Error(), "a Binding may not set pod-network-controller.istio.io/* annotations") {
-		t.Errorf("a Binding carrying a forged status annotation: %v, want the policy's refusal", err)
-	}
-	if err := bind(map[string]string{"example.com/bound-by": "tenant"}); err != nil {
-		t.Errorf("a plain Binding: %v", err)
-	}
+	testBindingPolicy(t, ctx, c, tenant, ns)
 
 	got, err := c.Client.CoreV1().Pods(ns).Get(ctx, appA.Name, metav1.GetOptions{})
 	if err != nil {
@@ -557,7 +543,7 @@ func tenantClient(t *testing.T, ctx context.Context, c *cluster.Cluster, ns stri
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "create", "update", "patch"}},
 				{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"get", "update", "patch"}},
-				{APIGroups: []string{""}, Resources: []string{"pods/binding"}, Verbs: []string{"create"}},
+				{APIGroups: []string{""}, Resources: []string{"pods/binding", "bindings"}, Verbs: []string{"create"}},
 			},
 		}, metav1.CreateOptions{})
 		return err

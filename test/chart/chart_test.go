@@ -130,8 +130,8 @@ func TestDaemonSet(t *testing.T) {
 			if got := hasArg(c.Args, "--cni-results-dir=/host/var/lib/cni/results"); got != tc.cniCache {
 				t.Errorf("args %q: --cni-results-dir=/host/var/lib/cni/results given %v, want %v", c.Args, got, tc.cniCache)
 			}
-			if !hasArg(c.Args, "--metrics-bind-address=:9402") || !hasArg(c.Args, "--health-probe-bind-address=:9403") {
-				t.Errorf("args %q miss --metrics-bind-address=:9402 or --health-probe-bind-address=:9403", c.Args)
+			if !hasArg(c.Args, "--metrics-bind-address=:9402") || !hasArg(c.Args, "--health-probe-bind-address=127.0.0.1:9403") {
+				t.Errorf("args %q miss --metrics-bind-address=:9402 or --health-probe-bind-address=127.0.0.1:9403", c.Args)
 			}
 			if c.Args[0] != "run" {
 				t.Errorf("first argument %q, want the run subcommand", c.Args[0])
@@ -192,7 +192,8 @@ func hasArg(args []string, prefix string) bool {
 	return slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, prefix) })
 }
 
-// TestClusterRoleIsMinimal pins the controller's RBAC: read pods, patch pods/status, write Events.
+// TestClusterRoleIsMinimal pins the controller's RBAC: read pods, patch pods/status, write Events,
+// review the tokens of metrics requests (TestMetricsPlainRBAC: not when metrics are plain).
 func TestClusterRoleIsMinimal(t *testing.T) {
 	var role rbacv1.ClusterRole
 	into(t, find(t, render(t), "ClusterRole", release), &role)
@@ -208,6 +209,8 @@ func TestClusterRoleIsMinimal(t *testing.T) {
 		{"", "pods", "get,list,watch"},
 		{"", "pods/status", "patch"},
 		{",events.k8s.io", "events", "create,patch"},
+		{"authentication.k8s.io", "tokenreviews", "create"},
+		{"authorization.k8s.io", "subjectaccessreviews", "create"},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("ClusterRole rules %+v, want exactly %+v", got, want)

@@ -176,7 +176,7 @@ func start() (_ *environment, err error) {
 	if e.ctrl, err = harness.StartController(ctx, harness.ControllerOptions{
 		Binary: e.bins.Controller, Kubeconfig: e.install.Kubeconfig, NodeName: e.c.NodeName,
 		NetnsDirs: e.netnsDir, LockDir: filepath.Join(dir, "locks"), DriftPeriod: driftPeriod,
-		Args: []string{"-v=2"}, LogPath: filepath.Join(dir, "controller.log"),
+		Args: append([]string{"-v=2"}, recordArgs(e.kl)...), LogPath: filepath.Join(dir, "controller.log"),
 	}); err != nil {
 		return nil, err
 	}
@@ -225,26 +225,30 @@ func (e *environment) onWaitExit(ctx context.Context, x kubelet.WaitExit) {
 
 func (e *environment) checkRelease(ctx context.Context, x kubelet.WaitExit) string {
 	ann := x.Pod.Annotations
+	wantRules, wantFamilies := ann[contract.KeyRules], ann[contract.KeyFamilies]
 	switch {
-	case ann[contract.KeyStatus] != string(contract.StatusReady):
-		return fmt.Sprintf("released while %s=%q", contract.KeyStatus, ann[contract.KeyStatus])
-	case ann[contract.KeyNetns] != x.Sandbox.NetnsID:
-		return fmt.Sprintf("released with %s=%q in namespace %s", contract.KeyNetns, ann[contract.KeyNetns], x.Sandbox.NetnsID)
 	case x.Netns == nil:
 		return "a hostNetwork pod was released"
+	case ann[contract.KeyStatus] != string(contract.StatusReady) || ann[contract.KeyNetns] != x.Sandbox.NetnsID:
+		// Released before the annotations named this namespace: the release record must have.
+		var problem string
+		if wantRules, wantFamilies, problem = releaseByRecord(x); problem != "" {
+			return fmt.Sprintf("released while %s=%q %s=%q in namespace %s: %s", contract.KeyStatus, ann[contract.KeyStatus],
+				contract.KeyNetns, ann[contract.KeyNetns], x.Sandbox.NetnsID, problem)
+		}
 	}
 	cfg, err := podconfig.FromPod(x.Pod)
 	if err != nil {
 		return "released with an invalid configuration: " + err.Error()
 	}
-	res, err := e.applier.Verify(ctx, x.Netns, string(x.Pod.UID), cfg)
+	res, err := e.verifierFor(ctx, ann, x.Sandbox.NetnsID, x.Netns).Verify(ctx, x.Netns, string(x.Pod.UID), cfg)
 	switch {
 	case err != nil:
 		return "released, but its rules do not verify: " + err.Error()
-	case res.Hash != ann[contract.KeyRules]:
-		return fmt.Sprintf("released with %s=%q, the live rules hash to %q", contract.KeyRules, ann[contract.KeyRules], res.Hash)
-	case res.Families != ann[contract.KeyFamilies]:
-		return fmt.Sprintf("released with %s=%q, the rules cover %q", contract.KeyFamilies, ann[contract.KeyFamilies], res.Families)
+	case res.Hash != wantRules:
+		return fmt.Sprintf("released with %s=%q, the live rules hash to %q", contract.KeyRules, wantRules, res.Hash)
+	case res.Families != wantFamilies:
+		return fmt.Sprintf("released with %s=%q, the rules cover %q", contract.KeyFamilies, wantFamilies, res.Families)
 	}
 	return ""
 }
@@ -517,7 +521,7 @@ func (e *environment) verifyLive(t testing.TB, p *corev1.Pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := e.applier.Verify(context.Background(), h, string(p.UID), cfg)
+	res, err := e.verifierFor(context.Background(), p.Annotations, sb.NetnsID, h).Verify(context.Background(), h, string(p.UID), cfg)
 	if err != nil {
 		t.Errorf("pod %s: %v", p.Name, err)
 		return
