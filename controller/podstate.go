@@ -74,6 +74,9 @@ func (c *Controller) forget(ctx context.Context, key Key) {
 func (c *Controller) forgetUID(uid types.UID) {
 	c.finder.Forget(string(uid))
 	c.applier.Forget(string(uid))
+	if c.local != nil {
+		c.local.forget(uid)
+	}
 	c.mu.Lock()
 	delete(c.seen, uid)
 	delete(c.written, uid)
