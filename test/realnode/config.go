@@ -40,16 +40,18 @@ func (d dirs) podLogsDir() string                { return d.p("pod-logs") }
 func (d dirs) containerdDir(sub string) string   { return d.p("containerd/" + sub) }
 func (d dirs) rulesSnapshot(stage string) string { return d.p("host-rules-" + stage + ".txt") }
 func (d dirs) cniConfFile() string               { return d.cniConfDir() + "/10-" + CNINetwork + ".conflist" }
+func (d dirs) nriDir(sub string) string          { return d.p("nri/" + sub) }
 
 // containerdConfig is containerd 2.x's configuration (version 3): its own socket, root, state and
-// opt directories; NRI off; the CRI plugin with runc (cgroupfs, as the kubelet), the node's CNI conf
-// directory and Debian's plugins, OOM score adjustments clamped (the VM lacks CAP_SYS_RESOURCE), and
-// the locally imported pause image as the sandbox image.
-func containerdConfig(d dirs, runc, cniBinDir string) string {
+// opt directories; NRI as the nri section says (nriSection: off unless the node runs the release
+// check); the CRI plugin with runc (cgroupfs, as the kubelet), the node's CNI conf directory and
+// Debian's plugins, OOM score adjustments clamped (the VM lacks CAP_SYS_RESOURCE), and the locally
+// imported pause image as the sandbox image.
+func containerdConfig(d dirs, runc, cniBinDir, nri string) string {
 	return fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
-disabled_plugins = ["io.containerd.nri.v1.nri"]
+%[9]s
 
 [grpc]
   address = %[3]q
@@ -77,7 +79,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         BinaryName = %[8]q
         SystemdCgroup = false
 `, d.containerdDir("root"), d.containerdDir("state"), d.containerdSocket(), d.containerdDir("opt"),
-		PauseImage, cniBinDir, d.cniConfDir(), runc)
+		PauseImage, cniBinDir, d.cniConfDir(), runc, nri)
 }
 
 // cniConfList is the pods' network: a bridge of the node's own, host-local IPAM on PodCIDR with

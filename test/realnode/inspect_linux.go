@@ -2,9 +2,7 @@ package realnode
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -53,12 +51,8 @@ func PodNetns(podUID string) (string, error) {
 		return "", err
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		r, err := readCNIRecord(f)
 		if err != nil {
-			continue
-		}
-		var r cniRecord
-		if json.Unmarshal(b, &r) != nil {
 			continue
 		}
 		for _, kv := range r.CNIArgs {

@@ -37,6 +37,9 @@ type Options struct {
 	// Images are docker-archive tarballs imported into containerd's k8s.io namespace at start
 	// (the pause image always is).
 	Images []string
+	// ReleaseCheck is the NRI plugin of test/realnode/nricheck (BuildReleaseCheck): when set,
+	// containerd runs with NRI on and launches it, and ReleaseChecks reads what it found.
+	ReleaseCheck string
 }
 
 // Node is a running real node and its control plane. Its exported fields are read-only.
@@ -64,6 +67,9 @@ type Node struct {
 	sysctls    map[string]string
 	containerd *cluster.Process
 	kubelet    *cluster.Process
+	// kubeletPorts are the kubelet's port and healthz port, kept across restarts.
+	kubeletPorts []int
+	releaseCheck bool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -118,6 +124,9 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	n.Cluster, err = cluster.Start(ctx, cluster.Options{
 		Dir: n.d.p("control-plane"), Log: n.log, ToolsDir: n.ToolsDir,
 		BindAddress: n.IP, ControllerManager: true, Scheduler: true, NoNode: true,
+		// No kube-proxy: the API server reaches webhooks (istiod's injector) at their Service's
+		// endpoints, not its ClusterIP.
+		ExtraAPIServerArgs: []string{"--enable-aggregator-routing=true"},
 	})
 	if err != nil {
 		return nil, err
@@ -134,6 +143,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	if err := makeCgroupRoot(); err != nil {
 		return nil, err
+	}
+	if n.releaseCheck = opts.ReleaseCheck != ""; n.releaseCheck {
+		if err := n.installReleaseCheck(opts.ReleaseCheck); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.writeConfigs(); err != nil {
 		return nil, err
@@ -247,7 +261,7 @@ func (n *Node) writeConfigs() error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(n.d.containerdConfig(), []byte(containerdConfig(n.d, runc, cniBinDir)), 0o644); err != nil {
+	if err := os.WriteFile(n.d.containerdConfig(), []byte(containerdConfig(n.d, runc, cniBinDir, nriSection(n.d, n.releaseCheck))), 0o644); err != nil {
 		return err
 	}
 	cni, err := cniConfList(n.d)
@@ -257,7 +271,10 @@ func (n *Node) writeConfigs() error {
 	return os.WriteFile(n.d.cniConfFile(), cni, 0o644)
 }
 
+// startContainerd starts containerd and waits until it answers and, on a node with the release
+// check, until the check has registered (containerd launches it).
 func (n *Node) startContainerd(ctx context.Context) error {
+	starts := n.releaseCheckStarts()
 	env := append(os.Environ(), "PATH="+n.ToolsDir+":"+os.Getenv("PATH"))
 	p, err := cluster.StartProcess("containerd", filepath.Join(n.ToolsDir, "containerd"),
 		[]string{"--config", n.d.containerdConfig()}, env, n.d.logPath("containerd"))
@@ -265,10 +282,14 @@ func (n *Node) startContainerd(ctx context.Context) error {
 		return err
 	}
 	n.containerd = p
-	return n.waitFor(ctx, "containerd", p, func(ctx context.Context) error {
+	err = n.waitFor(ctx, "containerd", p, func(ctx context.Context) error {
 		_, err := n.Ctr(ctx, "version")
 		return err
 	})
+	if err != nil || !n.releaseCheck {
+		return err
+	}
+	return n.waitReleaseCheck(ctx, starts)
 }
 
 // Ctr runs ctr against the node's containerd (namespace k8s.io, the CRI's) and returns its output.
@@ -293,11 +314,14 @@ func (n *Node) ImportImages(ctx context.Context, archives ...string) error {
 }
 
 func (n *Node) startKubelet(ctx context.Context) error {
-	ports, err := cluster.FreePorts(2)
-	if err != nil {
-		return err
+	if n.kubeletPorts == nil {
+		ports, err := cluster.FreePorts(2)
+		if err != nil {
+			return err
+		}
+		n.kubeletPorts = ports
 	}
-	conf, err := kubeletConfig(n.d, n.Cluster.CAFile, ports[0], ports[1])
+	conf, err := kubeletConfig(n.d, n.Cluster.CAFile, n.kubeletPorts[0], n.kubeletPorts[1])
 	if err != nil {
 		return err
 	}
@@ -356,9 +380,12 @@ func (n *Node) waitFor(ctx context.Context, what string, p *cluster.Process, che
 func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output() // stdout alone: crictl warns on stderr about its missing config file
 	if err != nil {
-		return out, fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return out, fmt.Errorf("%s %s: %w: %s%s", filepath.Base(bin), strings.Join(args, " "), err, out, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
 }

@@ -30,7 +30,7 @@ const (
 	controllerNS     = "istio-system"
 	meshNS           = "mesh-real"
 	deployment       = "sample"
-	podTimeout       = 3 * time.Minute
+	podTimeout       = 5 * time.Minute
 	istioCARootCert  = "istio-ca-root-cert"
 	restartedAtField = "kubectl.kubernetes.io/restartedAt"
 )

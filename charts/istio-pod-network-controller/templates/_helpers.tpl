@@ -95,6 +95,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "ipnc.istiodValues" -}}
 {{- $image := include "ipnc.image" (list .Values.waitImage .Chart) }}
 {{- $tpl := regexReplaceAllLiteral `\$waitImage := "[^"]*"` (.Files.Get "files/injection-template.yaml") (printf "$waitImage := %q" $image) }}
+{{- $tpl = regexReplaceAllLiteral `\$releaseRecord := true` $tpl (printf "$releaseRecord := %t" .Values.releaseRecord) }}
 # Values for Istio's istiod chart that enable the istio-pod-network-controller injection template
 # (chart {{ .Chart.Name }} {{ .Chart.Version }}, wait image {{ $image }}). Apply them with
 #   helm upgrade istiod istio/istiod -n istio-system --reuse-values -f istiod-values.yaml
