@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/mdlayher/netlink"
+
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
@@ -16,11 +18,11 @@ import (
 // on one pod; different pods may be programmed concurrently.
 type Applier struct {
 	mu    sync.Mutex
-	cache map[[32]byte]State // canonical state by transaction text
+	cache map[[32]byte]*model // by transaction text
 }
 
 // NewApplier returns an Applier.
-func NewApplier() *Applier { return &Applier{cache: map[[32]byte]State{}} }
+func NewApplier() *Applier { return &Applier{cache: map[[32]byte]*model{}} }
 
 // Apply makes ns hold exactly the nftables rules and routes of cfg: it reads our tables back and
 // when they differ from the model replaces them in one atomic netlink batch, then reads them back
@@ -41,7 +43,7 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 	if err != nil {
 		return netsetup.Result{}, err
 	}
-	want, err := a.canonical(rs)
+	m, err := a.model(rs)
 	if err != nil {
 		return netsetup.Result{}, err
 	}
@@ -55,7 +57,7 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 			return err
 		}
 		defer nc.Close()
-		changed, err := syncTables(nc, rs, want, write)
+		changed, err := syncTables(nc, m, write)
 		if err != nil {
 			return err
 		}
@@ -69,9 +71,10 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 	return res, nil
 }
 
-// syncTables compares the live tables with want and, when they differ and write is set, replaces
-// them in one batch and checks the result.
-func syncTables(nc *conn, rs *Ruleset, want State, write bool) (bool, error) {
+// syncTables compares the live tables with the model's canonical form and, when they differ and
+// write is set, replaces them in one batch and checks the result.
+func syncTables(nc *conn, m *model, write bool) (bool, error) {
+	want := m.state
 	have, err := readState(nc)
 	if err != nil {
 		return false, err
@@ -87,7 +90,7 @@ func syncTables(nc *conn, rs *Ruleset, want State, write bool) (bool, error) {
 	for _, t := range have {
 		live[t.Name] = true
 	}
-	if err := writeTables(nc, rs, live); err != nil {
+	if err := m.enc.write(nc, live); err != nil {
 		return false, err
 	}
 	if have, err = readState(nc); err != nil {
@@ -103,6 +106,50 @@ func syncTables(nc *conn, rs *Ruleset, want State, write bool) (bool, error) {
 // and anonymous sets), and each table of the model is created with its chains, then its rules in
 // their final order. Either all of it applies or none.
 func writeTables(nc *conn, rs *Ruleset, live map[string]bool) error {
+	enc, err := encode(rs)
+	if err != nil {
+		return err
+	}
+	return enc.write(nc, live)
+}
+
+// encoded is the batch messages that create a rule set's tables, by table: built once per rule set
+// and cached with its canonical form (compiling and marshalling the expressions is most of the
+// user-space work of an apply).
+type encoded map[string][]netlink.Message
+
+func encode(rs *Ruleset) (encoded, error) {
+	b := &batch{}
+	enc := encoded{}
+	for _, name := range ourTables {
+		t := rs.Table(name)
+		if t == nil {
+			continue
+		}
+		start := len(b.msgs)
+		if err := b.addTable(name); err != nil {
+			return nil, err
+		}
+		for _, c := range t.Chains {
+			if err := b.addChain(name, c); err != nil {
+				return nil, err
+			}
+		}
+		for _, c := range t.Chains {
+			for _, r := range c.Rules {
+				if err := b.addRule(name, c.Name, r); err != nil {
+					return nil, err
+				}
+			}
+		}
+		enc[name] = b.msgs[start:len(b.msgs):len(b.msgs)]
+	}
+	return enc, nil
+}
+
+// write sends the batch that deletes the live tables of ours and creates enc's (the messages are
+// copied: sending numbers them).
+func (enc encoded) write(nc *conn, live map[string]bool) error {
 	b := &batch{}
 	for _, name := range ourTables {
 		if live[name] {
@@ -110,25 +157,7 @@ func writeTables(nc *conn, rs *Ruleset, live map[string]bool) error {
 				return err
 			}
 		}
-		t := rs.Table(name)
-		if t == nil {
-			continue
-		}
-		if err := b.addTable(name); err != nil {
-			return err
-		}
-		for _, c := range t.Chains {
-			if err := b.addChain(name, c); err != nil {
-				return err
-			}
-		}
-		for _, c := range t.Chains {
-			for _, r := range c.Rules {
-				if err := b.addRule(name, c.Name, r); err != nil {
-					return err
-				}
-			}
-		}
+		b.msgs = append(b.msgs, enc[name]...)
 	}
 	if err := b.send(nc); err != nil {
 		return fmt.Errorf("nftables batch: %w", err)

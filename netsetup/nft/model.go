@@ -81,6 +81,7 @@ type Ruleset struct {
 	Tables []*Table
 	ops    []op
 	routes rules.Routes
+	text   string // Text, rendered once: a Ruleset does not change after Generate
 }
 
 // Routes returns the routes the rule set needs (TPROXY policy routing, ::6 on lo).
@@ -113,6 +114,13 @@ func (rs *Ruleset) Hash() string {
 // per table, add and flush the table, declare the chains that hold rules, then the rule
 // operations in Istio's order.
 func (rs *Ruleset) Text() string {
+	if rs.text == "" {
+		rs.text = rs.render()
+	}
+	return rs.text
+}
+
+func (rs *Ruleset) render() string {
 	var b strings.Builder
 	for _, t := range rs.Tables {
 		fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\n", t.Name, t.Name)
