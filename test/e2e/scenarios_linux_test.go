@@ -394,7 +394,7 @@ func (e *environment) liveVerifies(p *corev1.Pod) bool {
 	if err != nil {
 		return false
 	}
-	_, err = e.applier.Verify(context.Background(), h, string(p.UID), cfg)
+	_, err = e.verifierFor(context.Background(), p.Annotations, "", h).Verify(context.Background(), h, string(p.UID), cfg)
 	return err == nil
 }
 

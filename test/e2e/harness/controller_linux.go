@@ -46,10 +46,11 @@ type Controller struct {
 	MetricsAddr string // host:port of /metrics
 	HealthAddr  string // host:port of /healthz and /readyz
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	mu    sync.Mutex
+	extra []string // flags appended from the next Start on (SetExtraArgs)
+	cmd   *exec.Cmd
+	done  chan struct{}
+	err   error
 }
 
 // StartController picks free loopback ports for metrics and health, starts the controller and
@@ -84,7 +85,15 @@ func (c *Controller) Args() []string {
 	if c.opts.DriftPeriod > 0 {
 		args = append(args, "--drift-period="+c.opts.DriftPeriod.String())
 	}
-	return append(args, c.opts.Args...)
+	return append(append(args, c.opts.Args...), c.extra...)
+}
+
+// SetExtraArgs sets flags appended to the command line from the next Start on (none: the flags
+// StartController was given).
+func (c *Controller) SetExtraArgs(args ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.extra = args
 }
 
 // Start starts the controller (again, after Kill or Stop) with the same flags and waits until it
