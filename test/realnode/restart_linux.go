@@ -98,14 +98,22 @@ func (n *Node) startAgain(ctx context.Context) error {
 		return err
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", n.kubeletPorts[1])
-	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		resp, err := http.Get(url)
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := client.Get(url)
 		if err != nil {
+			last = err.Error()
 			return false, nil
 		}
 		resp.Body.Close()
+		last = resp.Status
 		return resp.StatusCode == http.StatusOK, nil
 	})
+	if err != nil {
+		return fmt.Errorf("the kubelet's %s after its restart: %w (last: %s)%s", url, err, last, n.LogTail(20))
+	}
+	return nil
 }
 
 // waitReleaseCheck waits until the release check has registered with containerd more than
