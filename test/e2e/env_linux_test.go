@@ -444,9 +444,13 @@ func (e *environment) waitPods(t testing.TB, ns string, names []string, what str
 	}
 }
 
-// released reports whether the pod's wait container exited 0 and the pod runs.
+// released reports whether the pod's wait container exited 0 and the pod runs, and the controller's
+// annotations have caught up (a pod released through the release record can run before the
+// controller's patch is in: the record is written first).
 func released(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodRunning && waitTerminated(p) != nil && waitTerminated(p).ExitCode == 0
+	st := p.Annotations[contract.KeyStatus]
+	return p.Status.Phase == corev1.PodRunning && waitTerminated(p) != nil && waitTerminated(p).ExitCode == 0 &&
+		st != "" && st != string(contract.StatusPending)
 }
 
 // waitStatus returns the wait container's status.
@@ -509,8 +513,15 @@ func (e *environment) verifyLive(t testing.TB, p *corev1.Pod) {
 	if !ok {
 		t.Fatalf("pod %s: no sandbox", p.Name)
 	}
-	if got := p.Annotations[contract.KeyNetns]; got != sb.NetnsID {
-		t.Errorf("pod %s: %s=%q, its namespace is %s", p.Name, contract.KeyNetns, got, sb.NetnsID)
+	if p.Annotations[contract.KeyNetns] != sb.NetnsID {
+		// Released through the record, the annotations follow: wait for them.
+		testutil.Eventually(t, time.Minute, "pod "+p.Name+"'s annotations to name its namespace "+sb.NetnsID, func() bool {
+			cur, err := e.c.Client.CoreV1().Pods(p.Namespace).Get(context.Background(), p.Name, metav1.GetOptions{})
+			if err == nil && cur.UID == p.UID {
+				p = cur
+			}
+			return p.Annotations[contract.KeyNetns] == sb.NetnsID
+		})
 	}
 	h, err := e.kl.OpenNetns(p.UID)
 	if err != nil {
