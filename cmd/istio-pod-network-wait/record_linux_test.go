@@ -105,11 +105,7 @@ func TestRecordRefused(t *testing.T) {
 			w.waitLog("reports pending")
 			p.writeRecord(t, tc.alias(p))
 			w.waitLog(tc.log)
-			select {
-			case <-w.done:
-				t.Fatalf("released on an untrusted record (exit %d):\n%s", w.code, w.logText())
-			case <-time.After(300 * time.Millisecond):
-			}
+			w.stillWaiting("on an untrusted record")
 			if tc.noRule {
 				p.program(t, istioUID, istioUID, false) // the next re-test passes
 			} else {
@@ -128,13 +124,19 @@ func TestRecordOff(t *testing.T) {
 	p.writeRecord(t, p.readyRecord(t, "ipv4"))
 	w := p.start(t, istioUID, istioUID, "--timeout", "1m", "--release-record=false")
 	w.waitLog("reports pending")
-	select {
-	case <-w.done:
-		t.Fatalf("--release-record=false released on the record:\n%s", w.logText())
-	case <-time.After(300 * time.Millisecond):
-	}
+	w.stillWaiting("with --release-record=false on the record")
 	p.write(t, readyFor(p.id, contract.FamiliesIPv4))
 	w.exit(initwait.ExitReleased)
+}
+
+// stillWaiting fails the test if the binary exits within 300 ms (it must not be released now).
+func (w *waitProc) stillWaiting(why string) {
+	w.t.Helper()
+	select {
+	case <-w.done:
+		w.t.Fatalf("released %s (exit %d):\n%s", why, w.code, w.logText())
+	case <-time.After(300 * time.Millisecond):
+	}
 }
 
 // BenchmarkStartToExitWithRecord measures the wait container's own run when the rules were verified
