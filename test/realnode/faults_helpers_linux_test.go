@@ -20,9 +20,25 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/cluster"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/harness"
 )
+
+// gateAndBuild gates the test or benchmark (E2E or CI set, root) and builds the project's images
+// into a temporary directory, which it returns with the archives.
+func gateAndBuild(tb testing.TB) (work string, archives []string) {
+	tb.Helper()
+	cluster.Require(tb)
+	testutil.RequireRoot(tb)
+	work = tb.TempDir()
+	archives, err := BuildProjectImages(tb.Context(), work, testLog{tb})
+	if err != nil {
+		tb.Fatalf("build the images: %v", err)
+	}
+	return work, archives
+}
 
 // checksPerPod is how many containers of an injected pod come after its wait container: the app's
 // init container (migrate), the app and istio-proxy. The release check inspects each.

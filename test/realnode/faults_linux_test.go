@@ -10,9 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/cluster"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/harness"
 )
 
@@ -34,14 +32,8 @@ type faultSuite struct {
 // kubelet and the CNI bridge are up and before the controller is installed, are compared after
 // each scenario. A scenario that fails does not stop the later ones.
 func TestFaultsOnTheRealNode(t *testing.T) {
-	cluster.Require(t)
-	testutil.RequireRoot(t)
+	work, archives := gateAndBuild(t)
 	ctx := t.Context()
-	work := t.TempDir()
-	archives, err := BuildProjectImages(ctx, work, testLog{t})
-	if err != nil {
-		t.Fatalf("build the images: %v", err)
-	}
 	check, err := BuildReleaseCheck(ctx, work)
 	if err != nil {
 		t.Fatal(err)
