@@ -109,6 +109,7 @@ chart-test: tools injection-test ## the Helm chart: lint, golden files, and on t
 
 bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod burst
 	$(GO) test -run '^$$' -bench . -benchtime 30x ./netsetup/ ./initwait/...
+	$(GO) test -run '^$$' -bench PerPod -benchtime 200x ./netsetup/nft/ # per pod side by side: our nftables and iptables applies, Istio's two istio-iptables paths
 	E2E=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
 
 .PHONY: bench-fleet

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
@@ -106,11 +107,18 @@ func BenchmarkNftExecText(b *testing.B) {
 // istio-init runs with values.global.nativeNftables=true), same configuration. Build it with
 // `test/tools/build.sh pilot-agent`; it is looked for in PILOT_AGENT or the tools cache and the
 // benchmark is skipped without it. Timed through `ip netns exec` (the namespace switch included).
-func BenchmarkNftIstioNative(b *testing.B) {
+func BenchmarkNftIstioNative(b *testing.B) { istioIptables(b, true) }
+
+// istioIptables times Istio's istio-init command for the typical pod per fresh namespace: its
+// native nftables path, or its iptables path (the node's iptables backend, as istio-init picks it).
+func istioIptables(b *testing.B, native bool) {
 	agent := pilotAgent(b)
-	args := []string{"netns", "exec", "", agent, "istio-iptables", "--native-nftables", "-p", "15001", "-z", "15006",
+	args := []string{"netns", "exec", "", agent, "istio-iptables", "-p", "15001", "-z", "15006",
 		"-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090",
 		"-o", "15020", "--log_output_level", "default:error"}
+	if native {
+		args = append(args, "--native-nftables")
+	}
 	podIP := func(n *testutil.Netns) { withPodIP(b, n, false) }
 	testutil.PerPod(b, podIP, func(n *testutil.Netns) error {
 		args[2] = n.Name
@@ -119,4 +127,45 @@ func BenchmarkNftIstioNative(b *testing.B) {
 		}
 		return nil
 	})
+}
+
+// BenchmarkPerPod: the four ways to program the typical pod (REDIRECT, IPv4, rules.Default) side
+// by side in one run, each per fresh namespace (created untimed), p50 and p90 per pod:
+//
+//	go test -run '^$' -bench PerPod -benchtime 200x ./netsetup/nft/
+//
+// nftables is our whole nftables apply (BenchmarkNftApply). Inside its timer: open the namespace's
+// file, generate the rule set and its hash, look up its cached canonical form and encoded batch,
+// enter the namespace on a locked thread, open one netfilter netlink socket, dump our tables (none),
+// send the one batch, read the tables back (tables, chains and rules dumps) and compare them with
+// the canonical form, check the routes (one rule dump: no TPROXY rule left), leave the namespace.
+// iptables is our iptables apply (netsetup.Applier, the node's backend: probe, one
+// iptables-restore, read-back verify, routes). istio-native-nftables and istio-iptables are
+// Istio's `pilot-agent istio-iptables` with and without --native-nftables, through `ip netns exec`
+// (skipped without pilot-agent).
+func BenchmarkPerPod(b *testing.B) {
+	b.Run("nftables", BenchmarkNftApply)
+	b.Run("iptables", func(b *testing.B) {
+		testutil.RequireRoot(b)
+		a, err := netsetup.NewApplier(context.Background(), netsetup.Options{LockDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		apply := func(n *testutil.Netns) error {
+			h, err := netns.Open(n.Path)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			_, err = a.Apply(context.Background(), h, "bench", rules.Default())
+			return err
+		}
+		if err := apply(testutil.NewNetns(b)); err != nil { // its canonical form cached, as on a node
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		testutil.PerPod(b, nil, apply)
+	})
+	b.Run("istio-native-nftables", func(b *testing.B) { istioIptables(b, true) })
+	b.Run("istio-iptables", func(b *testing.B) { istioIptables(b, false) })
 }

@@ -15,6 +15,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 )
 
 // BenchmarkBurst110 creates 110 mesh pods at once on the node (its capacity) and reports, from the
@@ -23,17 +25,32 @@ import (
 // being released (its wait container exited 0 and the Running status accepted), the time from the
 // last IP set and from the first IP set to the last release; the controller's peak RSS (VmHWM of
 // a controller started just before the burst); and the controller's API requests per pod (from the
-// API server's audit log).
+// API server's audit log). Once per rules backend (--rules-backend): iptables, nftables.
 //
 //	E2E=1 go test -run '^$' -bench Burst110 -benchtime 3x ./test/e2e/
 func BenchmarkBurst110(b *testing.B) {
+	for _, backend := range []contract.Backend{contract.BackendIPTables, contract.BackendNftables} {
+		b.Run(string(backend), func(b *testing.B) { benchmarkBurst110(b, backend) })
+	}
+}
+
+func benchmarkBurst110(b *testing.B, backend contract.Backend) {
 	e := setup(b)
 	if err := e.ctrl.Stop(10 * time.Second); err != nil {
 		b.Fatal(err)
 	}
+	e.ctrl.SetExtraArgs("--rules-backend=" + string(backend))
 	if err := e.ctrl.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
+	defer func() { // the other benchmarks and tests: the default backend
+		e.ctrl.SetExtraArgs()
+		if err := e.ctrl.Stop(10 * time.Second); err != nil {
+			b.Error(err)
+		} else if err := e.ctrl.Start(context.Background()); err != nil {
+			b.Error(err)
+		}
+	}()
 	e.noReleaseCheck.Store(true)
 	defer e.noReleaseCheck.Store(false)
 	var ipToAnn, ipToRel []time.Duration
