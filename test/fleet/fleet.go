@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -85,7 +87,7 @@ func startController(ctx context.Context, c *cluster.Cluster, node string, opts 
 	if err := c.WriteKubeconfig(kubeconfig, token); err != nil {
 		return nil, err
 	}
-	ports, err := cluster.FreePorts(2)
+	ports, err := listenPorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +109,39 @@ func startController(ctx context.Context, c *cluster.Cluster, node string, opts 
 		return nil, err
 	}
 	return ctrl, nil
+}
+
+// nextPort is where listenPorts looks next. The controller refuses port 0, and a port picked from
+// the ephemeral range (as cluster.FreePorts does) may be taken by an outgoing connection before the
+// controller listens on it: with a hundred controllers connecting to the API server, one was.
+var nextPort atomic.Int32
+
+// listenPorts returns n loopback ports below the ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range) that were free a moment ago, each returned once.
+func listenPorts(n int) ([]int, error) {
+	low := 32768
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	nextPort.CompareAndSwap(0, int32(low-8000))
+	var out []int
+	for len(out) < n {
+		p := int(nextPort.Add(1))
+		if p >= low {
+			return nil, fmt.Errorf("no free port below the ephemeral range (%d)", low)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // controllerPod creates the chart's controller Pod object on node (a copy of the one InstallChart

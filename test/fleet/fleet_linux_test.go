@@ -119,8 +119,8 @@ type session struct {
 	nodes   []string
 	fleet   Fleet
 	churner Churner
-	// lastOther: the pod watches not the fleet's, counted before the first controller started.
-	lastOther float64
+	// otherWatches: the pod watches not the fleet's, counted before the first controller started.
+	otherWatches float64
 }
 
 func newSession(ctx context.Context, b *testing.B, controller string) *session {
@@ -168,18 +168,17 @@ func (s *session) grow(ctx context.Context, b *testing.B, n int) Result {
 	}
 	r.CreatePods = time.Since(t0)
 	b.Logf("N=%d: %d pods created in %s", n, len(added)*PodsPerNode, r.CreatePods.Round(time.Millisecond))
-	if len(s.nodes) == 0 {
-		base, err := TakeSnapshot(ctx, s.c, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		r.OtherPodWatches = base.PodWatches
-	} else {
-		r.OtherPodWatches = s.lastOther
+	base, err := TakeSnapshot(ctx, s.c, nil)
+	if err != nil {
+		b.Fatal(err)
 	}
-	s.lastOther = r.OtherPodWatches
+	r.APIRSSWithoutFleet = mib(base.API.RSS) // the new pods are in, their controllers not yet
+	if len(s.nodes) == 0 {
+		s.otherWatches = base.PodWatches
+	}
+	r.OtherPodWatches = s.otherWatches
 	t0 = time.Now()
-	err := s.fleet.Start(ctx, s.c, added, FleetOptions{Binary: s.binary, Install: s.in, Dir: filepath.Join(s.dir, "fleet"),
+	err = s.fleet.Start(ctx, s.c, added, FleetOptions{Binary: s.binary, Install: s.in, Dir: filepath.Join(s.dir, "fleet"),
 		Stagger: *flagStagger, Args: strings.Fields(*flagArgs)})
 	if err != nil {
 		b.Fatal(err)

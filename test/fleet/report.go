@@ -83,9 +83,9 @@ func Tables(run Run, svgName string) string {
 		run.Results[0].ChurnRate, run.Results[0].Restart.Outage.Round(time.Second), run.Results[0].Stagger)
 	p("![API server cost against N](%s)\n\n", svgName)
 
-	p("**Setup** (one control plane; each N adds its nodes, pods and controllers to the previous N's):\n\n| N | pods | pods added in | controllers added and ready in | load before |\n|---:|---:|---:|---:|---:|\n")
+	p("**Setup** (one control plane; each N adds its nodes, pods and controllers to the previous N's):\n\n| N | pods | pods added in | apiserver RSS MiB before the new controllers | controllers added and ready in | load before |\n|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range run.Results {
-		p("| %d | %d | %s | %s | %.1f |\n", r.N, r.Pods, secs(r.CreatePods.Seconds()), secs(r.StartFleet.Seconds()), r.LoadBefore)
+		p("| %d | %d | %s | %.0f | %s | %.1f |\n", r.N, r.Pods, secs(r.CreatePods.Seconds()), r.APIRSSWithoutFleet, secs(r.StartFleet.Seconds()), r.LoadBefore)
 	}
 	for _, phase := range []struct {
 		name string

@@ -11,13 +11,16 @@ type Result struct {
 	Stagger    time.Duration
 	// OtherPodWatches are the pod watches open before the fleet started (the API server's own).
 	OtherPodWatches float64
-	Steady          Figures
-	Churn           Figures
-	ChurnRate       float64 // pods replaced per second (one delete and one create each)
-	ChurnResult     ChurnResult
-	Restart         RestartResult
-	Cores           int     // of the machine
-	LoadBefore      float64 // one-minute load average before the cluster started
+	// APIRSSWithoutFleet is the API server's resident set once this size's pods exist, before its
+	// new controllers start.
+	APIRSSWithoutFleet float64
+	Steady             Figures
+	Churn              Figures
+	ChurnRate          float64 // pods replaced per second (one delete and one create each)
+	ChurnResult        ChurnResult
+	Restart            RestartResult
+	Cores              int     // of the machine
+	LoadBefore         float64 // one-minute load average before the cluster started
 }
 
 // Run is a whole benchmark run: every N, and how it was made.
