@@ -104,6 +104,10 @@ fuzz: ## every fuzz target, briefly (a finding is saved under the package's test
 injection-test: ## Istio's own injector with our template (separate module: istio.io/istio)
 	cd test/injection && $(GO) test -count=1 ./...
 
+.PHONY: istiod-test
+istiod-test: tools ## a real istiod (Istio's charts, our values) on the real node: docs/install.md's install and migration blocks, run as written (E2E=1; as root)
+	E2E=1 $(GO) test -count=1 -timeout 30m -run 'TestIstiodOnTheRealNode|TestInstallDocBlocks' ./test/realnode/
+
 chart-test: tools injection-test ## the Helm chart: lint, golden files, and on the local API server its manifests, admission policies and injected pods under Pod Security "restricted"
 	E2E=1 $(GO) test -count=1 ./test/chart/
 
@@ -111,6 +115,7 @@ bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod bur
 	$(GO) test -run '^$$' -bench . -benchtime 30x ./netsetup/ ./initwait/...
 	$(GO) test -run '^$$' -bench PerPod -benchtime 200x ./netsetup/nft/ # per pod side by side: our nftables and iptables applies, Istio's two istio-iptables paths
 	E2E=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/e2e/...
+	E2E=1 $(GO) test -run '^$$' -bench Startup -benchtime 1x -timeout 40m ./test/realnode/ # pod start-up side by side: none, istio-init, ours (IPNC_BENCH_CHART_SET: extra chart values)
 
 .PHONY: bench-fleet
 FLEET_N ?= 10,50,100

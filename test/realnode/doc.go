@@ -31,6 +31,9 @@
 //	realnode.BuildProjectImages(ctx, dir, log) // controller + wait archives (test/images)
 //	realnode.MeshDeployment(ctx, ns, name, replicas) // the injector's pod as a Deployment
 //	realnode.HostRules(ctx), realnode.PodNetns(podUID), realnode.NodeIP()
+//	realnode.BuildIstioImages(ctx, dir, log)   // Istio's pilot (pilot-discovery) + the proxyv2 stand-in
+//	realnode.FindIstioCharts(ctx)              // Istio's base and istiod charts from istio.io/istio
+//	n.IstiodOverrides(), n.ChartOverrides()    // the --set values of istiod and of our chart here
 //
 // Images: PauseImage (the sandbox image) and StandinImage (test/realnode/standin: `standin proxy`
 // stands in for istio-proxy, `standin app` for an application) are built and imported by Start;

@@ -3,7 +3,6 @@ package realnode
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,7 +15,7 @@ import (
 func (n *Node) Helm(ctx context.Context, args ...string) ([]byte, error) {
 	args = append(args, "--kubeconfig", n.Cluster.AdminKubeconfig)
 	cmd := exec.CommandContext(ctx, filepath.Join(n.ToolsDir, "helm"), args...)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+n.d.p("helm/cache"), "HELM_CONFIG_HOME="+n.d.p("helm/config"), "HELM_DATA_HOME="+n.d.p("helm/data"))
+	cmd.Env = n.HelmEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, out)

@@ -64,24 +64,34 @@ func (n *Node) HelmInstall(ctx context.Context, chartDir, release, namespace str
 		}
 		chartDir = filepath.Join(root, "charts", "istio-pod-network-controller")
 	}
-	repo := strings.TrimSuffix(ControllerImage, ":"+ImageVersion)
-	wrepo := strings.TrimSuffix(WaitImage, ":"+ImageVersion)
-	values := append([]string{
-		"image.repository=" + repo, "image.tag=" + ImageVersion, "image.pullPolicy=Never",
-		"waitImage.repository=" + wrepo, "waitImage.tag=" + ImageVersion,
-		"k8sServiceHost=" + n.APIServerHost, "k8sServicePort=" + n.APIServerPort,
-	}, set...)
+	values := append(n.ChartOverrides(), set...)
 	args := []string{"install", release, chartDir, "--namespace", namespace, "--create-namespace", "--kubeconfig", n.Cluster.AdminKubeconfig}
 	for _, v := range values {
 		args = append(args, "--set", v)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(n.ToolsDir, "helm"), args...)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+n.d.p("helm/cache"), "HELM_CONFIG_HOME="+n.d.p("helm/config"), "HELM_DATA_HOME="+n.d.p("helm/data"))
+	cmd.Env = n.HelmEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return out, nil
+}
+
+// ChartOverrides are the chart's values on this node: the local images (pullPolicy Never) and the
+// API server's address (k8sServiceHost/k8sServicePort: no kube-proxy here).
+func (n *Node) ChartOverrides() []string {
+	return []string{
+		"image.repository=" + strings.TrimSuffix(ControllerImage, ":"+ImageVersion), "image.tag=" + ImageVersion, "image.pullPolicy=Never",
+		"waitImage.repository=" + strings.TrimSuffix(WaitImage, ":"+ImageVersion), "waitImage.tag=" + ImageVersion,
+		"k8sServiceHost=" + n.APIServerHost, "k8sServicePort=" + n.APIServerPort,
+	}
+}
+
+// HelmEnv is the environment of a helm command against the node: helm's cache, configuration and
+// data directories in the node's state directory.
+func (n *Node) HelmEnv() []string {
+	return append(os.Environ(), "HELM_CACHE_HOME="+n.d.p("helm/cache"), "HELM_CONFIG_HOME="+n.d.p("helm/config"), "HELM_DATA_HOME="+n.d.p("helm/data"))
 }
 
 // InjectedPodFile is the injection test's golden output: the pod Istio's injector makes from

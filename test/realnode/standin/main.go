@@ -9,6 +9,9 @@
 //	                and 15020 (the injector's /app-health/... probes)
 //	standin app     the application: answers "app <local address>" on 8080
 //	standin init    an application's init container: prints a line and exits 0
+//	standin request ARGS...
+//	                pilot-agent's `request ... POST drain`, the native sidecar's preStop hook: there
+//	                is no Envoy to drain, it exits 0
 //	standin istio-iptables ARGS...
 //	                istio-init: runs Istio's real pilot-agent (istioPilotAgent, in the proxyv2
 //	                stand-in image) with the same arguments
@@ -30,11 +33,13 @@ import (
 const istioPilotAgent = "/usr/local/bin/istio-pilot-agent"
 
 func main() {
-	if len(os.Args) < 2 || (len(os.Args) > 2 && !slices.Contains([]string{"proxy", "istio-iptables"}, os.Args[1])) {
-		fmt.Fprintln(os.Stderr, "usage: standin pause|proxy|app|init, standin proxy ARGS..., standin istio-iptables ARGS...")
+	if len(os.Args) < 2 || (len(os.Args) > 2 && !slices.Contains([]string{"proxy", "istio-iptables", "request"}, os.Args[1])) {
+		fmt.Fprintln(os.Stderr, "usage: standin pause|proxy|app|init, standin proxy|request|istio-iptables ARGS...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
+	case "request":
+		return
 	case "istio-iptables":
 		err := syscall.Exec(istioPilotAgent, append([]string{istioPilotAgent}, os.Args[1:]...), os.Environ())
 		fmt.Fprintln(os.Stderr, "standin: run Istio's pilot-agent:", err)
