@@ -337,7 +337,8 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// flushIPTablesNat flushes and deletes the pod's iptables nat chains, as TestDriftRepair does.
+// flushIPTablesNat flushes and deletes the pod's iptables nat chains and checks that its rules no
+// longer verify.
 func (e *environment) flushIPTablesNat(t *testing.T, p *corev1.Pod) {
 	t.Helper()
 	h, err := e.kl.OpenNetns(p.UID)
@@ -362,7 +363,7 @@ func (e *environment) flushIPTablesNat(t *testing.T, p *corev1.Pod) {
 		t.Fatal(err)
 	}
 	if _, err := e.applier.Verify(context.Background(), h, string(p.UID), cfg); err == nil {
-		t.Fatal("the flush left the rules intact")
+		t.Fatalf("pod %s: the flush left the rules intact", p.Name)
 	}
 }
 
@@ -371,23 +372,7 @@ func (e *environment) flushIPTablesNat(t *testing.T, p *corev1.Pod) {
 // original destination as its local address; outbound is redirected to 15001 as in REDIRECT mode.
 func (e *environment) checkTProxyTraffic(t *testing.T, h *netns.Handle, podIP netip.Addr, proxyUID uint32) {
 	t.Helper()
-	network, gw := "tcp4", e.gateway4()
-	if podIP.Is6() {
-		network, gw = "tcp6", e.gateway6()
-	}
-	serveTransparent(t, h, network, 15006)
-	serveIn(t, h, network, 15001)
-	hostAddr := serveHost(t, network, net.JoinHostPort(gw.String(), "0"))
-	inbound := netip.AddrPortFrom(podIP, 8080).String()
-	if got, want := dialHost(inbound), "15006 "+inbound; got != want {
-		t.Errorf("inbound %s from the node: got %q, want %q (TPROXY to 15006)", inbound, got, want)
-	}
-	if got, want := e.dialIn(t, h, 1000, hostAddr), "15001 "+hostAddr; got != want {
-		t.Errorf("outbound to %s as the application (UID 1000): got %q, want %q (redirected to 15001)", hostAddr, got, want)
-	}
-	if got, want := e.dialIn(t, h, proxyUID, hostAddr), "host "+hostAddr; got != want {
-		t.Errorf("outbound to %s as the proxy (UID %d): got %q, want %q (not redirected)", hostAddr, proxyUID, got, want)
-	}
+	e.checkTrafficVia(t, h, podIP, proxyUID, serveTransparent)
 }
 
 // serveTransparent is serveIn with IP_TRANSPARENT (IPV6_TRANSPARENT) on the listener.

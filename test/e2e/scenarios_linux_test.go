@@ -343,23 +343,7 @@ func TestDriftRepair(t *testing.T) {
 	before := e.metric(t, "istio_pod_network_controller_drift_repairs_total")
 	flushed := time.Now()
 	for _, p := range pods {
-		h, err := e.kl.OpenNetns(p.UID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tool := "iptables-" + string(e.applier.Backend())
-		err = h.Do(func() error {
-			for _, args := range [][]string{{"-t", "nat", "-F"}, {"-t", "nat", "-X"}} {
-				if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
-					return fmt.Errorf("%s %v: %v: %s", tool, args, err, out)
-				}
-			}
-			return nil
-		})
-		h.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		e.flushIPTablesNat(t, p)
 	}
 	// The drift check runs every period: allow one full period plus the time to act on it on a
 	// busy machine.

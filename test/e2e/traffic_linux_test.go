@@ -108,11 +108,19 @@ func (e *environment) dialIn(t *testing.T, h *netns.Handle, uid uint32, addr str
 // (proxyUID) reaches its destination untouched.
 func (e *environment) checkTraffic(t *testing.T, h *netns.Handle, podIP netip.Addr, proxyUID uint32) {
 	t.Helper()
+	e.checkTrafficVia(t, h, podIP, proxyUID, serveIn)
+}
+
+// checkTrafficVia is checkTraffic with serveInbound as the listener on 15006 (TPROXY delivers only
+// to a transparent one).
+func (e *environment) checkTrafficVia(t *testing.T, h *netns.Handle, podIP netip.Addr, proxyUID uint32,
+	serveInbound func(*testing.T, *netns.Handle, string, int)) {
+	t.Helper()
 	network, gw := "tcp4", e.gateway4()
 	if podIP.Is6() {
 		network, gw = "tcp6", e.gateway6()
 	}
-	serveIn(t, h, network, 15006)
+	serveInbound(t, h, network, 15006)
 	serveIn(t, h, network, 15001)
 	hostAddr := serveHost(t, network, net.JoinHostPort(gw.String(), "0"))
 
