@@ -1,16 +1,19 @@
 package realnode
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/harness"
@@ -97,14 +100,22 @@ func (n *Node) foreignRules(t *testing.T, tools string) {
 		}
 	}
 	pause(`"true"`)
-	n.waitPods(t, controllerNS, "no controller pod", func(ps []corev1.Pod) bool {
-		return !slices.ContainsFunc(ps, func(p corev1.Pod) bool { return p.Labels["app.kubernetes.io/name"] == release })
+	// Gone, not only terminating: a terminating controller still reconciles.
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, podTimeout, true, func(ctx context.Context) (bool, error) {
+		list, err := n.Cluster.Client.CoreV1().Pods(controllerNS).List(ctx, metav1.ListOptions{LabelSelector: controllerLabel})
+		return err == nil && len(list.Items) == 0, nil
 	})
+	if err != nil {
+		t.Fatalf("the controller pod still there after its DaemonSet selects no node: %v", err)
+	}
 	n.createDeployment(t, plainDeployment(shopNS, "cni", 1, nil, nil))
 	pod := n.waitApp(t, shopNS, "cni", 1, func(p *corev1.Pod) bool { return waitRunningNow(p) })[0]
 	netns, err := PodNetns(string(pod.UID))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a := ours(pod.Annotations); len(a) > 0 {
+		t.Fatalf("pod %s: annotated %v while no controller runs", pod.Name, a)
 	}
 	// Istio CNI's sidecar redirection, as istio-init's arguments give it.
 	args := []string{"--net=" + netns, filepath.Join(tools, "pilot-agent"), "istio-iptables", "--force-iptables-binary=legacy",
