@@ -237,7 +237,7 @@ func (e *environment) checkRelease(ctx context.Context, x kubelet.WaitExit) stri
 				contract.KeyNetns, ann[contract.KeyNetns], x.Sandbox.NetnsID, problem)
 		}
 	}
-	cfg, err := podconfig.FromPod(x.Pod)
+	cfg, err := podconfig.FromPod(withIPs(x.Pod, x.Sandbox.IPs)) // the namespace's addresses, as the controller programs them
 	if err != nil {
 		return "released with an invalid configuration: " + err.Error()
 	}

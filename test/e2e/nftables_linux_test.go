@@ -178,8 +178,24 @@ func (e *environment) trafficOf(t *testing.T, p *corev1.Pod, check func(*testing
 	}
 	defer h.Close()
 	for _, ip := range p.Status.PodIPs {
-		check(t, h, netip.MustParseAddr(ip.IP), harness.DefaultProxyUID)
+		t.Run("traffic "+p.Name+" "+ip.IP, func(t *testing.T) { // its listeners close at its end
+			check(t, h, netip.MustParseAddr(ip.IP), harness.DefaultProxyUID)
+		})
 	}
+}
+
+// withIPs returns a copy of p whose status IPs are ips (a released pod's configuration is its
+// namespace's addresses: the API may not show them all yet when the release record released it).
+func withIPs(p *corev1.Pod, ips []netip.Addr) *corev1.Pod {
+	if len(ips) == 0 {
+		return p
+	}
+	c := p.DeepCopy()
+	c.Status.PodIP, c.Status.PodIPs = ips[0].String(), nil
+	for _, ip := range ips {
+		c.Status.PodIPs = append(c.Status.PodIPs, corev1.PodIP{IP: ip.String()})
+	}
+	return c
 }
 
 func TestNftables(t *testing.T) {
