@@ -28,6 +28,11 @@
 //	n.Ctr / n.Crictl(ctx, args…)
 //	n.HelmInstall(ctx, chartDir, release, namespace, set…) // the chart with the local images
 //	n.LogTail(lines)
+//	n.Helm(ctx, args…)         // helm against the node (upgrade, uninstall, ...)
+//	n.RestartRuntime(ctx)      // kubelet + containerd stopped and started: sandboxes survive
+//	n.Reboot(ctx)              // the emulated reboot: every sandbox new (both return the downtime)
+//	n.ReleaseChecks()          // the release check's records (Options.ReleaseCheck: the NRI plugin
+//	                           // of test/realnode/nricheck, BuildReleaseCheck)
 //	realnode.BuildProjectImages(ctx, dir, log) // controller + wait archives (test/images)
 //	realnode.MeshDeployment(ctx, ns, name, replicas) // the injector's pod as a Deployment
 //	realnode.HostRules(ctx), realnode.PodNetns(podUID), realnode.NodeIP()
