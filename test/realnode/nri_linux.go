@@ -101,14 +101,15 @@ type ReleaseCheck struct {
 	NetnsID     string    `json:"netnsID"`
 	Annotation  string    `json:"annotation"`
 	Verdict     string    `json:"verdict"`
+	Source      string    `json:"source"` // what said ready: the annotations, or the release record
 	Explanation string    `json:"explanation"`
 	Violation   bool      `json:"violation"`
 	Took        string    `json:"took"`
 }
 
 func (c ReleaseCheck) String() string {
-	return fmt.Sprintf("%s %s %s container %s netns %s (%s, annotated %s): %s %s (took %s)",
-		c.Time.Format("15:04:05.000"), c.Kind, c.Pod, c.Container, c.NetnsID, c.Netns, c.Annotation, c.Verdict, c.Explanation, c.Took)
+	return fmt.Sprintf("%s %s %s container %s netns %s (%s, released for %s by %s): %s (took %s)",
+		c.Time.Format("15:04:05.000"), c.Kind, c.Pod, c.Container, c.NetnsID, c.Netns, c.Annotation, c.Source, c.Explanation, c.Took)
 }
 
 // ReleaseChecks returns every record the release check wrote so far; an error if the node runs

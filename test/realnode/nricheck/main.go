@@ -6,8 +6,11 @@
 // inspects the network namespace the container joins with the project's own code
 // (controller.Inspect: status ready, the netns annotation equal to that namespace's identity, the
 // rules hash equal to what the pod's configuration renders, and the live rules verified against
-// it). It records one JSON line per check in the records file; it never refuses a start, so a
-// violation is recorded and the test reads it.
+// it). When the API's annotations do not prove it (the controller writes its release record into
+// the namespace before it patches the pod, and the wait container accepts either), it judges the
+// release record (the loopback's alias, netsetup/record) the same way, with its values as the
+// annotations. It records one JSON line per check in the records file; it never refuses a start,
+// so a violation is recorded and the test reads it.
 //
 // Its configuration is the plugin's NRI drop-in file (<plugin_config_path>/ipnc-check.conf), JSON:
 //

@@ -6,11 +6,13 @@ import (
 	"net/netip"
 
 	"github.com/containerd/nri/pkg/api"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/controller"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/record"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
@@ -63,3 +65,31 @@ func (v verifyOnly) Live(context.Context, controller.Namespace, string, []rules.
 
 // Forget: the pathFinder caches nothing.
 func (pathFinder) Forget(string) {}
+
+// fromReleaseRecord returns a copy of pod whose annotations are what the release record in the
+// namespace at path says (status, netns, rules, families), if there is a valid one.
+func fromReleaseRecord(pod *corev1.Pod, path string) (*corev1.Pod, bool) {
+	h, err := netns.Open(path)
+	if err != nil {
+		return nil, false
+	}
+	defer h.Close()
+	var r record.Record
+	if err := h.Do(func() error {
+		var err error
+		r, err = record.Read()
+		return err
+	}); err != nil {
+		return nil, false
+	}
+	out := pod.DeepCopy()
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[contract.KeyStatus] = string(r.Status)
+	out.Annotations[contract.KeyNetns] = r.Netns.String()
+	out.Annotations[contract.KeyRules] = r.Rules
+	out.Annotations[contract.KeyFamilies] = r.Families
+	delete(out.Annotations, contract.KeyReason)
+	return out, true
+}

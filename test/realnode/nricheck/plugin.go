@@ -42,6 +42,7 @@ type Record struct {
 	NetnsID     string    `json:"netnsID,omitempty"` // its identity
 	Annotation  string    `json:"annotation,omitempty"`
 	Verdict     string    `json:"verdict,omitempty"`
+	Source      string    `json:"source,omitempty"` // what said ready: the annotations or the release record
 	Explanation string    `json:"explanation,omitempty"`
 	Violation   bool      `json:"violation,omitempty"`
 	Took        string    `json:"took,omitempty"`
@@ -138,15 +139,34 @@ func (p *plugin) check(ctx context.Context, sb *api.PodSandbox, ctr *api.Contain
 		rec.Violation, rec.Explanation = true, "the runtime names no network namespace for the container"
 		return rec, true
 	}
-	in := controller.Inspect(ctx, pod, p.cfg.WaitContainer, pathFinder(rec.Netns), verifyOnly{p.applier})
-	rec.NetnsID, rec.Annotation = in.NetnsID, pod.Annotations[contractNetns]
-	rec.Verdict, rec.Explanation = string(in.Verdict), in.Explanation
-	if in.Err != nil {
-		rec.Explanation = in.Err.Error()
+	in := p.inspect(ctx, pod, rec.Netns)
+	rec.Source = "annotations"
+	if in.Err != nil || in.Verdict != controller.VerdictOK {
+		// The wait container also accepts the controller's release record in the namespace
+		// (written before the API patch): judge it the same way, with its values as the
+		// annotations.
+		if withRecord, ok := fromReleaseRecord(pod, rec.Netns); ok {
+			if in2 := p.inspect(ctx, withRecord, rec.Netns); in2.Err == nil && in2.Verdict == controller.VerdictOK {
+				in, rec.Source = in2, "release record (annotations: "+describe(in)+")"
+			}
+		}
 	}
+	rec.NetnsID, rec.Annotation = in.NetnsID, in.Annotations[contractNetns]
+	rec.Verdict, rec.Explanation = string(in.Verdict), describe(in)
 	rec.Violation = in.Err != nil || in.Verdict != controller.VerdictOK
 	rec.Took = time.Since(t0).Round(time.Microsecond).String()
 	return rec, true
+}
+
+func (p *plugin) inspect(ctx context.Context, pod *corev1.Pod, path string) *controller.Inspection {
+	return controller.Inspect(ctx, pod, p.cfg.WaitContainer, pathFinder(path), verifyOnly{p.applier})
+}
+
+func describe(in *controller.Inspection) string {
+	if in.Err != nil {
+		return in.Err.Error()
+	}
+	return string(in.Verdict) + ": " + in.Explanation
 }
 
 var errGone = errors.New("the pod is gone")
