@@ -1,0 +1,6 @@
+//go:build race
+
+package controller
+
+// raceEnabled: the race detector is on (its shadow memory inflates RSS several times).
+const raceEnabled = true
