@@ -178,3 +178,43 @@ func TestGroupNamesRefused(t *testing.T) {
 		t.Fatalf("Programmed = %v, %v after a refused apply", programmed, err)
 	}
 }
+
+// TestStrayTProxyRoutingOnRedirectPod: the route check of a REDIRECT IPv4 pod (one rule dump) finds
+// a TPROXY fwmark rule left in either family: drift, and Apply removes it with its local route. A
+// local route in table 133 without the rule carries no traffic and is not looked for.
+func TestStrayTProxyRoutingOnRedirectPod(t *testing.T) {
+	testutil.RequireRoot(t)
+	a, ctx := NewApplier(), context.Background()
+	cfg := config(rules.ModeRedirect, false)
+	for _, family := range []string{"-4", "-6"} {
+		t.Run(family, func(t *testing.T) {
+			n := testutil.NewNetns(t)
+			h := openNS(t, n)
+			if _, err := a.Apply(ctx, h, "pod", cfg); err != nil {
+				t.Fatal(err)
+			}
+			n.Run(t, "ip", family, "route", "add", "local", "default", "dev", "lo", "table", "133")
+			if _, err := a.Verify(ctx, h, "pod", cfg); err != nil {
+				t.Fatalf("a route in table 133 without its rule: %v, want no drift", err)
+			}
+			n.Run(t, "ip", family, "rule", "add", "fwmark", "1337", "lookup", "133")
+			_, err := a.Verify(ctx, h, "pod", cfg)
+			if !errors.Is(err, netsetup.ErrDrift) || !strings.Contains(err.Error(), "TPROXY policy routing") {
+				t.Fatalf("verify with a TPROXY rule left: %v, want ErrDrift naming the TPROXY policy routing", err)
+			}
+			if res, err := a.Apply(ctx, h, "pod", cfg); err != nil || !res.Changed {
+				t.Fatalf("repair: changed=%v err=%v", res.Changed, err)
+			}
+			if _, err := a.Verify(ctx, h, "pod", cfg); err != nil {
+				t.Fatalf("verify after repair: %v", err)
+			}
+			out := n.Run(t, "ip", family, "rule", "show")
+			if strings.Contains(out, "fwmark") {
+				t.Errorf("the TPROXY rule is still there:\n%s", out)
+			}
+			if out := n.Run(t, "ip", family, "route", "show", "table", "133"); strings.TrimSpace(out) != "" {
+				t.Errorf("table 133 still holds:\n%s", out)
+			}
+		})
+	}
+}
