@@ -38,7 +38,7 @@ var (
 //
 //	E2E=1 go test -run '^$' -bench Fleet -benchtime 1x -timeout 30m ./test/fleet/ -args -fleet.doc=$PWD/docs/fleet.md
 func BenchmarkFleet(b *testing.B) {
-	run := Run{Date: time.Now().UTC(), Command: "make bench-fleet"}
+	run := Run{Date: time.Now().UTC(), Command: command()}
 	if *flagFrom != "" {
 		data, err := os.ReadFile(*flagFrom)
 		if err != nil {
@@ -94,6 +94,19 @@ func BenchmarkFleet(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// command is this run's command line as the figures' source: the -fleet flags that change what
+// is measured.
+func command() string {
+	cmd := "go test -bench Fleet -benchtime 1x ./test/fleet/"
+	flag.Visit(func(f *flag.Flag) {
+		switch strings.TrimPrefix(f.Name, "fleet.") {
+		case "n", "window", "churn", "outage", "stagger", "args":
+			cmd += fmt.Sprintf(" -%s=%s", f.Name, f.Value)
+		}
+	})
+	return cmd
 }
 
 func parseSizes(s string) ([]int, error) {

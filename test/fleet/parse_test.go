@@ -137,8 +137,8 @@ func TestSVG(t *testing.T) {
 			lines++
 		}
 	}
-	if lines != 7 {
-		t.Errorf("%d polylines, want 7 (2+2+2+1)", lines)
+	if lines != 8 {
+		t.Errorf("%d polylines, want 8 (3+2+2+1)", lines)
 	}
 	for v, want := range map[float64]float64{0: 1, 0.23: 0.4, 3: 4, 950: 1000, 1001: 2000, 10: 10} {
 		if got := niceCeil(v); got != want {

@@ -59,6 +59,7 @@ func Panels(run Run) []Panel {
 		{Title: "kube-apiserver RSS", XLabel: "controllers (N)", YLabel: "MiB", Lines: []Line{
 			line("steady", steady, func(r Result) float64 { return r.Steady.APIRSS }),
 			line("churn", churn, func(r Result) float64 { return r.Churn.APIRSS }),
+			line("pods, before their controllers", "#7f7f7f", func(r Result) float64 { return r.APIRSSWithoutFleet }),
 		}},
 		{Title: "kube-apiserver CPU", XLabel: "controllers (N)", YLabel: "cores", Lines: []Line{
 			line("steady", steady, func(r Result) float64 { return r.Steady.APICPU }),
