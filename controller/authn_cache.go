@@ -22,11 +22,11 @@ type cachedReview struct {
 	expires time.Time
 }
 
-func newReviewCache(max int, now func() time.Time) *reviewCache {
+func newReviewCache(limit int, now func() time.Time) *reviewCache {
 	if now == nil {
 		now = time.Now
 	}
-	return &reviewCache{max: max, now: now, order: list.New(), byKey: map[string]*list.Element{}}
+	return &reviewCache{max: limit, now: now, order: list.New(), byKey: map[string]*list.Element{}}
 }
 
 func (c *reviewCache) get(key string) (review, bool) {

@@ -126,8 +126,8 @@ type trackedConn struct {
 
 type connKey struct{}
 
-func newConnLimiter(max int) *connLimiter {
-	return &connLimiter{max: max, order: list.New(), conns: map[net.Conn]*list.Element{}}
+func newConnLimiter(limit int) *connLimiter {
+	return &connLimiter{max: limit, order: list.New(), conns: map[net.Conn]*list.Element{}}
 }
 
 func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Context {

@@ -39,8 +39,9 @@ func TestServeRefusesBusyAddress(t *testing.T) {
 	}
 }
 
-// sendGet sends one GET on conn and reads the response.
-func sendGet(t *testing.T, conn net.Conn, br *bufio.Reader, path string) *http.Response {
+// sendGet sends one GET on conn, reads the response and returns its status code and whether the
+// server closes the connection after it.
+func sendGet(t *testing.T, conn net.Conn, br *bufio.Reader, path string) (code int, closing bool) {
 	t.Helper()
 	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -49,9 +50,9 @@ func sendGet(t *testing.T, conn net.Conn, br *bufio.Reader, path string) *http.R
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
+	return resp.StatusCode, resp.Close
 }
 
 // closedWithin reports whether the server closes conn within d (a read returns EOF or a reset).
@@ -72,8 +73,8 @@ func TestIdleKeepAliveConnectionClosed(t *testing.T) {
 	}
 	defer conn.Close()
 	br := bufio.NewReader(conn)
-	if resp := sendGet(t, conn, br, "/healthz"); resp.StatusCode != http.StatusOK || resp.Close {
-		t.Fatalf("first request: %d, close %v; want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+	if code, closing := sendGet(t, conn, br, "/healthz"); code != http.StatusOK || closing {
+		t.Fatalf("first request: %d, close %v; want 200 on a kept-alive connection", code, closing)
 	}
 	start := time.Now()
 	if !closedWithin(conn, br, 5*time.Second) {
@@ -117,8 +118,8 @@ func TestConnectionCapClosesOldestNotInHandler(t *testing.T) {
 		r    *bufio.Reader
 	}{{"silent", silent, silentR}, {"half-sent request", partial, partialR}, {"idle keep-alive", idle, idleR}} {
 		c, r := dial()
-		if resp := sendGet(t, c, r, "/readyz"); resp.StatusCode != http.StatusOK {
-			t.Fatalf("/readyz at the cap (%d): %d", i, resp.StatusCode)
+		if code, _ := sendGet(t, c, r, "/readyz"); code != http.StatusOK {
+			t.Fatalf("/readyz at the cap (%d): %d", i, code)
 		}
 		if !closedWithin(victim.conn, victim.r, 2*time.Second) {
 			t.Fatalf("the %s connection was not closed for a new one at the cap", victim.name)
@@ -146,8 +147,12 @@ func TestConnectionCapClosesOldestNotInHandler(t *testing.T) {
 	closeAll()
 	for i, c := range busy {
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("busy connection %d: %v %v, want its request answered", i, resp, err)
+		if err != nil {
+			t.Fatalf("busy connection %d: %v, want its request answered", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("busy connection %d: %d, want 200", i, resp.StatusCode)
 		}
 	}
 }
