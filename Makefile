@@ -121,7 +121,7 @@ bench: tools ## benchmarks: the rule engine, the wait binary and the 110-pod bur
 FLEET_N ?= 10,50,100
 bench-fleet: tools build ## FLEET_N (10,50,100) controllers, the built binary, against one local API server, 110 pods per node: steady state, churn, API server restart; writes docs/fleet.md and docs/fleet.svg (as root)
 	E2E=1 $(GO) test -run '^$$' -bench Fleet -benchtime 1x -timeout 40m ./test/fleet/ -args -fleet.n=$(FLEET_N) \
-	  -fleet.controller=$(abspath $(BIN))/istio-pod-network-controller -fleet.doc=$(abspath docs/fleet.md) -fleet.json=$(abspath $(BIN))/fleet.json
+	  -fleet.controller=$(abspath $(BIN))/istio-pod-network-controller -fleet.version=$(VERSION) -fleet.doc=$(abspath docs/fleet.md) -fleet.json=$(abspath $(BIN))/fleet.json
 
 ## ---- demo
 

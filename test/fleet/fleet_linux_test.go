@@ -27,6 +27,7 @@ var (
 	flagDoc     = flag.String("fleet.doc", "", "write the tables into this Markdown file (between its fleet:results markers) and the picture next to it (.svg)")
 	flagJSON    = flag.String("fleet.json", "", "write the raw results to this file")
 	flagBinary  = flag.String("fleet.controller", "", "the controller binary; empty: build it from this checkout")
+	flagVersion = flag.String("fleet.version", "", "the controller binary's version (git describe), for the figures' header")
 	flagArgs    = flag.String("fleet.args", "", "more controller flags, space-separated (-v=4)")
 	flagKeep    = flag.Bool("fleet.keep", false, "keep the state directories (logs, audit log) of passing runs too")
 	flagFrom    = flag.String("fleet.from", "", "measure nothing: render -fleet.doc from this results file (-fleet.json of an earlier run)")
@@ -38,7 +39,7 @@ var (
 //
 //	E2E=1 go test -run '^$' -bench Fleet -benchtime 1x -timeout 30m ./test/fleet/ -args -fleet.doc=$PWD/docs/fleet.md
 func BenchmarkFleet(b *testing.B) {
-	run := Run{Date: time.Now().UTC(), Command: command()}
+	run := Run{Date: time.Now().UTC(), Command: command(), Version: *flagVersion}
 	if *flagFrom != "" {
 		data, err := os.ReadFile(*flagFrom)
 		if err != nil {

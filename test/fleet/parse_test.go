@@ -146,3 +146,32 @@ func TestSVG(t *testing.T) {
 		}
 	}
 }
+
+func TestWindow(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 16, 0, 0, 0, time.UTC)
+	a := Snapshot{At: t0, API: ProcStat{CPU: 10 * time.Second}, Requests: map[string]float64{"LIST pods": 100},
+		Fleet:   []ProcStat{{CPU: time.Second}, {CPU: time.Second}},
+		Machine: MachineCPU{Busy: 100 * time.Second, Total: 200 * time.Second}}
+	z := Snapshot{At: t0.Add(10 * time.Second), API: ProcStat{RSS: 512 << 20, CPU: 12 * time.Second},
+		Requests: map[string]float64{"LIST pods": 150, "WATCH pods": 10}, PodWatches: 12,
+		Fleet:   []ProcStat{{RSS: 30 << 20, CPU: 2 * time.Second}, {RSS: 40 << 20, CPU: 1 * time.Second}, {RSS: 35 << 20}},
+		Machine: MachineCPU{Busy: 115 * time.Second, Total: 220 * time.Second}}
+	ev := func(at time.Duration, node string) AuditEvent {
+		e := AuditEvent{Stage: "ResponseComplete", Verb: "patch", StageTimestamp: t0.Add(at)}
+		e.ObjectRef.Resource, e.ObjectRef.Subresource = "pods", "status"
+		if node != "" {
+			e.User.Extra = map[string][]string{NodeNameExtra: {node}}
+		}
+		return e
+	}
+	f := Window(a, z, []AuditEvent{ev(time.Second, "n1"), ev(2*time.Second, "n2"), ev(3*time.Second, ""), ev(11*time.Second, "n1")})
+	if f.APICPU != 0.2 || f.APIRSS != 512 || f.Requests != 6 || f.PodWatches != 12 {
+		t.Errorf("API server figures %+v: want 0.2 cores, 512 MiB, 6 requests/s, 12 watches", f)
+	}
+	if f.FleetRequests != 0.2 || f.FleetByKey["patch pods/status"] != 0.2 {
+		t.Errorf("fleet requests %g %v: want 0.2/s (two in the window from the fleet, one from another user, one after it)", f.FleetRequests, f.FleetByKey)
+	}
+	if f.CtrlRSSMedian != 35 || f.CtrlRSSMax != 40 || f.FleetCPU != 0.1 || f.MachineBusy != 0.75 {
+		t.Errorf("fleet figures %+v: want median 35, max 40 MiB, 0.1 cores (the new controller has no first reading), 75%% busy", f)
+	}
+}

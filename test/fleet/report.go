@@ -79,8 +79,12 @@ func Panels(run Run) []Panel {
 func Tables(run Run, svgName string) string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	p("Measured %s UTC with `%s`: %d pods per node, %s windows, churn %g pods/s, API server outage %s, controllers started %s apart.\n\n",
-		run.Date.Format("2006-01-02 15:04"), run.Command, PodsPerNode, secs(run.Results[0].Steady.Seconds),
+	version := ""
+	if run.Version != "" {
+		version = fmt.Sprintf(", controller %s", run.Version)
+	}
+	p("Measured %s UTC with `%s`%s: %d pods per node, %s windows, churn %g pods/s, API server outage %s, controllers started %s apart.\n\n",
+		run.Date.Format("2006-01-02 15:04"), run.Command, version, PodsPerNode, secs(run.Results[0].Steady.Seconds),
 		run.Results[0].ChurnRate, run.Results[0].Restart.Outage.Round(time.Second), run.Results[0].Stagger)
 	p("![API server cost against N](%s)\n\n", svgName)
 

@@ -27,5 +27,6 @@ type Result struct {
 type Run struct {
 	Date    time.Time
 	Command string
+	Version string // of the controller binary, when known
 	Results []Result
 }
