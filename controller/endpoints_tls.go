@@ -1,29 +1,35 @@
 package controller
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"sync"
 	"time"
 
-	"k8s.io/client-go/util/cert"
 	"k8s.io/klog/v2"
 )
 
 // metricsTLS returns the metrics endpoint's TLS configuration: the certificate and key files when
 // given (re-read when either file changes, so a rotated Secret needs no restart), else a
 // self-signed certificate for host generated now (kept in memory only).
+//
+// The self-signed certificate has an ECDSA P-256 key: generating it takes about 1.4 ms
+// (BenchmarkSelfSigned), where client-go's util/cert (two RSA 2048 keys) took about 400 ms on the
+// test machine, at every start of every node's controller.
 func metricsTLS(logger klog.Logger, certFile, keyFile, host string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	if certFile == "" {
-		certPEM, keyPEM, err := cert.GenerateSelfSignedCertKey(host, nil, nil)
+		pair, err := selfSigned(host, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("generate the metrics endpoint's self-signed certificate: %w", err)
-		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("load the metrics endpoint's self-signed certificate: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 		return cfg, nil
@@ -81,4 +87,40 @@ func (f *fileCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		}
 	}
 	return f.pair, nil
+}
+
+// selfSigned returns a self-signed serving certificate for host (a DNS name or an IP), valid from
+// an hour before now for a year.
+func selfSigned(host string, now time.Time) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
