@@ -1,7 +1,6 @@
 package realnode
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -373,34 +372,4 @@ func (s *faultSuite) uninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitPods(t, meshNS, "no pods left", func(ps []corev1.Pod) bool { return len(ps) == 0 })
-}
-
-func (st podState) isSet() bool { return st.netns != "" }
-
-// releasedSince reports whether the pod's wait container exited 0 in a run that started at t0 or
-// later (the API's times have one-second precision).
-func releasedSince(p *corev1.Pod, t0 time.Time) bool {
-	for _, s := range p.Status.InitContainerStatuses {
-		if s.Name == harness.WaitContainer {
-			t := s.State.Terminated
-			return t != nil && t.ExitCode == 0 && !t.StartedAt.Time.Before(t0.Truncate(time.Second))
-		}
-	}
-	return false
-}
-
-func countReleased(ps []corev1.Pod) int {
-	c := 0
-	for i := range ps {
-		if released(&ps[i]) {
-			c++
-		}
-	}
-	return c
-}
-
-// execIn runs a command in the network namespace at path.
-func execIn(path string, args ...string) (string, error) {
-	out, err := exec.Command("nsenter", append([]string{"--net=" + path}, args...)...).CombinedOutput()
-	return string(out), err
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -292,4 +293,38 @@ func NodeIP() (string, error) {
 		}
 	}
 	return "", errors.New("no IPv4 address on the interface of the default route: the real node needs a non-loopback node IP")
+}
+
+func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output() // stdout alone: crictl warns on stderr about its missing config file
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w: %s%s", filepath.Base(bin), strings.Join(args, " "), err, out, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// LogTail returns the last n lines of containerd's and the kubelet's logs and of the control
+// plane's, for failure reports.
+func (n *Node) LogTail(lines int) string {
+	var b strings.Builder
+	for _, c := range []string{"containerd", "kubelet"} {
+		data, err := os.ReadFile(n.d.logPath(c))
+		if err != nil {
+			continue
+		}
+		all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(all) > lines {
+			all = all[len(all)-lines:]
+		}
+		fmt.Fprintf(&b, "\n--- last %d lines of %s ---\n%s", lines, n.d.logPath(c), strings.Join(all, "\n"))
+	}
+	if n.Cluster != nil {
+		b.WriteString(n.Cluster.LogTail(lines))
+	}
+	return b.String()
 }
