@@ -2,10 +2,8 @@ package realnode
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -58,24 +56,16 @@ func BuildProjectImages(ctx context.Context, dir string, log io.Writer) ([]strin
 // kube-proxy here) and the extra --set values, and returns helm's output.
 func (n *Node) HelmInstall(ctx context.Context, chartDir, release, namespace string, set ...string) ([]byte, error) {
 	if chartDir == "" {
-		root, err := harness.ModuleRoot(ctx)
-		if err != nil {
+		var err error
+		if chartDir, err = ChartDir(ctx); err != nil {
 			return nil, err
 		}
-		chartDir = filepath.Join(root, "charts", "istio-pod-network-controller")
 	}
-	values := append(n.ChartOverrides(), set...)
-	args := []string{"install", release, chartDir, "--namespace", namespace, "--create-namespace", "--kubeconfig", n.Cluster.AdminKubeconfig}
-	for _, v := range values {
+	args := []string{"install", release, chartDir, "--namespace", namespace, "--create-namespace"}
+	for _, v := range append(n.ChartOverrides(), set...) {
 		args = append(args, "--set", v)
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(n.ToolsDir, "helm"), args...)
-	cmd.Env = n.HelmEnv()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, out)
-	}
-	return out, nil
+	return n.Helm(ctx, args...)
 }
 
 // ChartOverrides are the chart's values on this node: the local images (pullPolicy Never) and the
