@@ -62,10 +62,10 @@ func (g *releaseGuard) since(t *testing.T) []ReleaseCheck {
 	return out
 }
 
-// requireClean asserts that, since the last call, the release check inspected at least min
+// requireClean asserts that, since the last call, the release check inspected at least want
 // containers of pods in namespace ns (keep(uid) filters them; nil keeps all), that none of its
 // records anywhere is a violation, and returns the inspected records of ns.
-func (g *releaseGuard) requireClean(t *testing.T, scenario, ns string, min int, keep func(types.UID) bool) []ReleaseCheck {
+func (g *releaseGuard) requireClean(t *testing.T, scenario, ns string, want int, keep func(types.UID) bool) []ReleaseCheck {
 	t.Helper()
 	var checked []ReleaseCheck
 	for _, r := range g.since(t) {
@@ -76,8 +76,8 @@ func (g *releaseGuard) requireClean(t *testing.T, scenario, ns string, min int, 
 			checked = append(checked, r)
 		}
 	}
-	if len(checked) < min {
-		t.Errorf("%s: the release check inspected %d containers in %s, want at least %d", scenario, len(checked), ns, min)
+	if len(checked) < want {
+		t.Errorf("%s: the release check inspected %d containers in %s, want at least %d", scenario, len(checked), ns, want)
 	}
 	t.Logf("figure: %s: the release check inspected %d containers, %s", scenario, len(checked), checkTimes(checked))
 	return checked
@@ -85,13 +85,13 @@ func (g *releaseGuard) requireClean(t *testing.T, scenario, ns string, min int, 
 
 // checkTimes summarizes how long the release check took per container (under the runtime's lock).
 func checkTimes(rs []ReleaseCheck) string {
-	var max time.Duration
+	var longest time.Duration
 	for _, r := range rs {
-		if d, err := time.ParseDuration(r.Took); err == nil && d > max {
-			max = d
+		if d, err := time.ParseDuration(r.Took); err == nil && d > longest {
+			longest = d
 		}
 	}
-	return "longest check " + max.Round(time.Millisecond).String()
+	return "longest check " + longest.Round(time.Millisecond).String()
 }
 
 // controllerSampler counts, every 20 ms, the containers in the node's cgroup root that run the
