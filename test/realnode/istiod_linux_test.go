@@ -1,15 +1,18 @@
 package realnode
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/redhat-cop/istio-pod-network-controller/internal/testutil"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
@@ -257,6 +260,21 @@ func (n *Node) controllerEvents(t *testing.T, p *corev1.Pod) []string {
 		}
 	}
 	return out
+}
+
+// waitEvent waits until the controller has recorded an Event with reason about the pod (Events
+// are sent asynchronously, after the annotation) and returns them all.
+func (n *Node) waitEvent(t *testing.T, p *corev1.Pod, reason string) []string {
+	t.Helper()
+	var ev []string
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		ev = n.controllerEvents(t, p)
+		return slices.ContainsFunc(ev, func(e string) bool { return strings.HasPrefix(e, reason+": ") }), nil
+	})
+	if err != nil {
+		t.Errorf("pod %s: controller Events %v, want %s: %v", p.Name, ev, reason, err)
+	}
+	return ev
 }
 
 // hasStatus reports whether the controller's status annotation is s.

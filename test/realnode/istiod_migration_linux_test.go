@@ -47,6 +47,9 @@ func (n *Node) migrations(t *testing.T, r *docRun) {
 	n.createDeployment(t, plainDeployment(shopNS, "canary", 1, nil, map[string]string{templatesAnnotation: "sidecar,pod-network-wait"}))
 	canary := n.waitApp(t, shopNS, "canary", 1, func(p *corev1.Pod) bool { return released(p) && podReady(p) })
 	checkInjected(t, &canary[0])
+	// The controller's Events go out in order: once the canary's is there, any about the istio-init
+	// pods would be too.
+	n.waitEvent(t, &canary[0], "Programmed")
 	for _, p := range legacy {
 		cur, err := n.Cluster.Client.CoreV1().Pods(shopNS).Get(t.Context(), p.Name, metav1.GetOptions{})
 		if err != nil {
@@ -136,9 +139,7 @@ func (n *Node) foreignRules(t *testing.T, tools string) {
 	if released(&p) {
 		t.Errorf("pod %s: released although its namespace holds foreign rules", p.Name)
 	}
-	if ev := n.controllerEvents(t, &p); !slices.ContainsFunc(ev, func(e string) bool { return strings.HasPrefix(e, "ForeignRules: ") }) {
-		t.Errorf("pod %s: controller Events %v, want ForeignRules", p.Name, ev)
-	}
+	n.waitEvent(t, &p, "ForeignRules")
 	n.waitPods(t, controllerNS, "the controller pod Ready again", func(ps []corev1.Pod) bool {
 		return slices.ContainsFunc(ps, func(p corev1.Pod) bool { return p.Labels["app.kubernetes.io/name"] == release && podReady(&p) })
 	})
