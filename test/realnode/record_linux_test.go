@@ -4,12 +4,14 @@ package realnode
 // process killed) while the API server is stopped is found by the controller through containerd's
 // CNI result cache, programmed from the cached spec, and its new wait container released through
 // the record in the new namespace, all before the API server is back; then the annotations name
-// the new namespace.
+// the new namespace. Then the same with the controller upgraded to releaseRecord=false: programmed,
+// but released only once the API server is back.
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,7 +56,34 @@ func TestAPIServerDownOnTheRealNode(t *testing.T) {
 		checkRecord(t, p.UID, p.Annotations[contract.KeyNetns])
 	}
 
-	pod := pods[0]
+	recreateWithAPIDown(t, n, pods[0], true)
+
+	// The controller upgraded to releaseRecord=false (the wait containers keep their default): no
+	// record, the new wait container waits for the annotation, which follows the API server.
+	chart, err := ChartDir(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldCtrl := n.listPods(t, controllerNS)[0].UID
+	if out, err := n.Helm(ctx, "upgrade", release, chart, "--namespace", controllerNS, "--reuse-values", "--set", "releaseRecord=false"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	n.waitPods(t, controllerNS, "the controller replaced and Ready", func(ps []corev1.Pod) bool {
+		return len(ps) == 1 && ps[0].UID != oldCtrl && podReady(&ps[0])
+	})
+	recreateWithAPIDown(t, n, pods[1], false)
+}
+
+// recreateWithAPIDown kills the pod's pause process while the API server is stopped. The new
+// sandbox must be programmed with the API server down; with the record its wait container exits 0
+// then too, without it the wait container waits (and the namespace holds no record). Once the API
+// server is back the annotations name the new namespace and the pod is Ready.
+func recreateWithAPIDown(t *testing.T, n *Node, pod corev1.Pod, withRecord bool) {
+	ctx := t.Context()
+	oldPath, err := PodNetns(string(pod.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
 	oldSandbox := readySandbox(t, n, pod.UID, "")
 	if err := n.Cluster.StopAPIServer(); err != nil {
 		t.Fatal(err)
@@ -70,16 +99,17 @@ func TestAPIServerDownOnTheRealNode(t *testing.T) {
 		t.Fatalf("kill the pause process %d: %v", pid, err)
 	}
 	t0 := time.Now()
-	var newSandbox string
+	var newSandbox, path string
 	poll(t, "a new ready sandbox", func() bool { newSandbox = readySandbox(t, n, pod.UID, oldSandbox); return newSandbox != "" })
-	poll(t, "the new sandbox's wait container to exit 0 with the API server down", func() bool {
-		return waitExitedIn(t, n, newSandbox)
+	poll(t, "the new sandbox's namespace in the CNI result cache", func() bool {
+		path, err = PodNetns(string(pod.UID))
+		return err == nil && path != oldPath
 	})
-	t.Logf("figure: pause killed → new wait container exited 0 in %s, API server down", time.Since(t0).Round(time.Millisecond))
-	path, err := PodNetns(string(pod.UID))
-	if err != nil {
-		t.Fatal(err)
-	}
+	poll(t, "the new namespace programmed with the API server down", func() bool {
+		out, err := exec.Command("nsenter", "--net="+path, "iptables-nft-save", "-t", "nat").CombinedOutput()
+		return err == nil && strings.Contains(string(out), "-A ISTIO_OUTPUT")
+	})
+	t.Logf("figure: pause killed → new namespace programmed in %s, API server down (record %t)", time.Since(t0).Round(time.Millisecond), withRecord)
 	h, err := netns.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -89,10 +119,19 @@ func TestAPIServerDownOnTheRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.String() == pod.Annotations[contract.KeyNetns] {
-		t.Fatalf("the new sandbox's namespace %s is the old one", id)
+	if withRecord {
+		poll(t, "the new sandbox's wait container to exit 0 with the API server down", func() bool { return waitExitedIn(t, n, newSandbox) })
+		t.Logf("figure: pause killed → new wait container exited 0 in %s, API server down", time.Since(t0).Round(time.Millisecond))
+		checkRecord(t, pod.UID, id.String())
+	} else {
+		time.Sleep(3 * time.Second) // the wait container had every chance to see a record
+		if waitExitedIn(t, n, newSandbox) {
+			t.Fatal("released with the API server down and the record off")
+		}
+		if alias := aliasIn(t, path); alias != "" {
+			t.Errorf("the record is off, the new namespace's lo alias is %q", alias)
+		}
 	}
-	checkRecord(t, pod.UID, id.String())
 
 	if err := n.Cluster.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
@@ -107,7 +146,21 @@ func TestAPIServerDownOnTheRealNode(t *testing.T) {
 		}
 		return false
 	})
-	t.Logf("figure: API server ready again → annotations name the new namespace and the pod is Ready in %s", time.Since(t1).Round(time.Millisecond))
+	t.Logf("figure: API server ready again → annotations name the new namespace and the pod is Ready in %s (record %t)", time.Since(t1).Round(time.Millisecond), withRecord)
+}
+
+func aliasIn(t *testing.T, path string) string {
+	t.Helper()
+	h, err := netns.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var alias string
+	if err := h.Do(func() (err error) { alias, err = record.ReadAlias(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return alias
 }
 
 // checkRecord checks the release record in the pod's current namespace: ready for id.
