@@ -212,6 +212,11 @@ func (r *podRun) refuse(event, metric, msg string) error {
 	st := r.st
 	st.failedFP = r.fp
 	st.released, st.verified, st.settled = nil, verification{}, settled{}
+	if r.ns != nil {
+		if err := r.clearRecord(r.ns); err != nil { // refused in an open namespace: no record says ready
+			return err
+		}
+	}
 	if !r.reportAllowed(failed(msg), true) {
 		return nil // reported when the report budget has room (budget.go)
 	}

@@ -215,3 +215,20 @@ func TestLocalSandboxesLatest(t *testing.T) {
 		t.Error("a pod without records has a sandbox")
 	}
 }
+
+// TestReleaseRecordClearedWhenRefused: a pod refused once its namespace is open (the other
+// backend's rules found there) leaves no record in it.
+func TestReleaseRecordClearedWhenRefused(t *testing.T) {
+	pod := meshPod("web", "10.1.0.5")
+	f := newSandboxed(t, pod)
+	recs := newFakeRecords(f.applier)
+	recs.by["cookie:4097"] = "pnc1 stale"
+	f.c.records = recs
+	f.applier.foreign[cookie(4097)] = true
+	if err := f.sync(pod); err != nil {
+		t.Fatal(err)
+	}
+	if got := recs.by["cookie:4097"]; got != "" {
+		t.Errorf("record after the refusal: %q, want none", got)
+	}
+}
