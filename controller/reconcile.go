@@ -254,12 +254,12 @@ func (c *Controller) ensure(ctx context.Context, pod *corev1.Pod, cur, want anno
 }
 
 func (r *podRun) apply(ns Namespace, cfg *rules.Config) (netsetup.Result, error) {
-	if err := r.clearRecord(ns); err != nil {
-		return netsetup.Result{}, err
-	}
 	start := r.c.now()
 	res, err := r.applier().Apply(r.ctx, ns, r.key(), cfg)
 	r.c.metrics.ApplyDuration.Observe(r.c.now().Sub(start).Seconds())
+	if err != nil {
+		r.dropRecord(ns) // a failed apply leaves no record
+	}
 	return res, err
 }
 

@@ -13,8 +13,11 @@ import (
 // rules there (package record, lo's alias). The wait container reads it without the API server
 // and without waiting for the kubelet's refresh of the downward-API file. It is written right
 // after the rules were applied and read back (or verified), before the annotation patch, so that
-// a pod is released even when the API server is unreachable; and cleared before every apply, so
-// that it never states rules that are being replaced or failed.
+// a pod is released even when the API server is unreachable (and overwritten by each later
+// release); cleared before the rules of a released pod are repaired (they are known wrong), after
+// an apply failed, and when the pod is refused. It is not cleared before a first apply: a retried
+// release (the patch failed) re-applies the same rules, and a record that flickered off and on
+// would only delay a wait container that is reading it.
 
 // RecordWriter stores the release record in a pod's namespace.
 type RecordWriter interface {
@@ -57,15 +60,22 @@ func (r *podRun) writeRecord(id contract.NetnsID, res netsetup.Result) {
 	}
 }
 
-// clearRecord removes the record before the rules of ns are applied: while they change or when
-// they fail, no record says they are verified. A failure stops the apply (retried).
+// dropRecord removes the record after an apply failed; a failure to do so is logged and counted.
+func (r *podRun) dropRecord(ns Namespace) {
+	if err := r.clearRecord(ns); err != nil {
+		r.logger().Error(err, "Cannot clear the release record after a failed apply")
+	}
+}
+
+// clearRecord removes the record from ns: the rules there are known not to be verified. A failure
+// stops what follows (retried).
 func (r *podRun) clearRecord(ns Namespace) error {
 	if r.c.records == nil {
 		return nil
 	}
 	if err := r.c.records.Clear(ns); err != nil {
 		r.c.metrics.Errors.WithLabelValues(reasonRecord).Inc()
-		return fmt.Errorf("clear the release record before applying the rules: %w", err)
+		return fmt.Errorf("clear the release record: %w", err)
 	}
 	return nil
 }

@@ -64,9 +64,10 @@ func failPatches(f *fixture, down *bool) {
 	})
 }
 
-// TestReleaseRecordWrittenBeforeThePatch: the record is cleared before the apply, written once the
-// rules are read back, before the annotation patch, and stays when the patch fails (the API server
-// is unreachable: the wait container is released through it); the patch is retried and sent.
+// TestReleaseRecordWrittenBeforeThePatch: the record is written once the rules are read back,
+// before the annotation patch, and stays when the patch fails (the API server is unreachable: the
+// wait container is released through it); the patch is retried and sent, and the retry does not
+// clear the record on the way (a wait container reading it would see it flicker).
 func TestReleaseRecordWrittenBeforeThePatch(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
 	f := newSandboxed(t, pod)
@@ -81,7 +82,7 @@ func TestReleaseRecordWrittenBeforeThePatch(t *testing.T) {
 	}
 	_, hash := specOf(t, pod)
 	rec := record.Ready(cookie(4097), hash, "ipv4").String()
-	want := []string{"foreign cookie:4097", "record clear cookie:4097", "apply cookie:4097 " + hash, "record write cookie:4097 " + rec}
+	want := []string{"foreign cookie:4097", "apply cookie:4097 " + hash, "record write cookie:4097 " + rec}
 	if got := f.applier.takeCalls(); !slices.Equal(got, want) {
 		t.Fatalf("calls\n got %q\nwant %q", got, want)
 	}
@@ -93,13 +94,17 @@ func TestReleaseRecordWrittenBeforeThePatch(t *testing.T) {
 	down = false
 	f.mustSync(pod)
 	f.expectReady(pod, pod, "cookie:4097")
+	for _, c := range f.applier.takeCalls() {
+		if strings.HasPrefix(c, "record clear") {
+			t.Errorf("the retry cleared the record: %s", c)
+		}
+	}
 	if got := recs.by["cookie:4097"]; got != rec {
 		t.Errorf("record after the retry %q, want %q", got, rec)
 	}
 }
 
-// TestReleaseRecordClearedWhenTheApplyFails: a failed apply leaves no record, and so does a record
-// that cannot be cleared (the apply is not attempted).
+// TestReleaseRecordClearedWhenTheApplyFails: a failed apply leaves no record.
 func TestReleaseRecordClearedWhenTheApplyFails(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
 	f := newSandboxed(t, pod)
@@ -118,20 +123,10 @@ func TestReleaseRecordClearedWhenTheApplyFails(t *testing.T) {
 			t.Errorf("record written after a failed apply: %s", c)
 		}
 	}
-
-	recs.err = errors.New("EPERM")
-	if err := f.sync(pod); err == nil || !strings.Contains(err.Error(), "clear the release record") {
-		t.Fatalf("sync with an unclearable record: %v, want the clear error", err)
-	}
-	for _, c := range f.applier.takeCalls() {
-		if strings.HasPrefix(c, "apply") {
-			t.Errorf("applied although the record could not be cleared: %s", c)
-		}
-	}
 }
 
 // TestReleaseRecordOnDriftRepair: drifted rules are restored with the record cleared first and
-// written again after.
+// written again after; a record that cannot be cleared stops the repair (retried).
 func TestReleaseRecordOnDriftRepair(t *testing.T) {
 	pod := meshPod("web", "10.1.0.5")
 	f := newSandboxed(t, pod)
@@ -153,6 +148,20 @@ func TestReleaseRecordOnDriftRepair(t *testing.T) {
 	want := []string{"verify cookie:4097", "record clear", "apply cookie:4097", "record write"}
 	if !slices.Equal(ops, want) {
 		t.Errorf("drift repair calls %q, want %q", ops, want)
+	}
+
+	f.applier.mu.Lock()
+	f.applier.live[cookie(4097)] = "" // flushed again
+	f.applier.mu.Unlock()
+	recs.err = errors.New("EPERM")
+	f.c.driftGen.Add(1)
+	if err := f.sync(released); err == nil || !strings.Contains(err.Error(), "clear the release record") {
+		t.Fatalf("drift repair with an unclearable record: %v, want the clear error", err)
+	}
+	for _, c := range f.applier.takeCalls() {
+		if strings.HasPrefix(c, "apply") {
+			t.Errorf("repaired although the record could not be cleared: %s", c)
+		}
 	}
 }
 

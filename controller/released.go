@@ -74,6 +74,9 @@ func (r *podRun) checkReleased(ns Namespace, id contract.NetnsID) error {
 		return fmt.Errorf("verify the released rules: %w", err)
 	}
 	r.logger().Info("Rules drifted: restoring the released rule set", "netns", id.String(), "rules", rel.hash, "drift", err.Error())
+	if cerr := r.clearRecord(ns); cerr != nil { // the rules are known not to be the released ones
+		return cerr
+	}
 	res, aerr := r.apply(ns, rel.cfg)
 	if aerr != nil {
 		c.metrics.Errors.WithLabelValues(applyReason(aerr)).Inc()
@@ -124,6 +127,9 @@ func (r *podRun) releasedUnknown(ns Namespace, id contract.NetnsID) error {
 	if sp.cfg == nil {
 		return r.refuse(sp.event, sp.metric, fmt.Sprintf(
 			"the rules vanished from network namespace %s and the pod's current configuration is %s", id, sp.describe()))
+	}
+	if err := r.clearRecord(ns); err != nil { // the rules vanished
+		return err
 	}
 	res, err := r.apply(ns, sp.cfg)
 	if err != nil {
