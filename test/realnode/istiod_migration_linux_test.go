@@ -112,7 +112,7 @@ func (n *Node) foreignRules(t *testing.T, tools string) {
 		t.Fatalf("the controller pod still there after its DaemonSet selects no node: %v", err)
 	}
 	n.createDeployment(t, plainDeployment(shopNS, "cni", 1, nil, nil))
-	pod := n.waitApp(t, shopNS, "cni", 1, func(p *corev1.Pod) bool { return waitRunningNow(p) })[0]
+	pod := n.waitApp(t, shopNS, "cni", 1, waitRunningNow)[0]
 	netns, err := PodNetns(string(pod.UID))
 	if err != nil {
 		t.Fatal(err)
