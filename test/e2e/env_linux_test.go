@@ -242,6 +242,13 @@ func (e *environment) checkRelease(ctx context.Context, x kubelet.WaitExit) stri
 		return "released with an invalid configuration: " + err.Error()
 	}
 	res, err := e.verifierFor(ctx, ann, x.Sandbox.NetnsID, x.Netns).Verify(ctx, x.Netns, string(x.Pod.UID), cfg)
+	if err == nil && (res.Hash != wantRules || res.Families != wantFamilies) {
+		// Annotations that lag behind or were forged (admission off) do not explain the release; the
+		// controller's record in the namespace may (the wait container accepts either).
+		if rules, families, problem := releaseByRecord(x); problem == "" {
+			wantRules, wantFamilies = rules, families
+		}
+	}
 	switch {
 	case err != nil:
 		return "released, but its rules do not verify: " + err.Error()
