@@ -19,7 +19,7 @@ GOTOOL     = $(GO) tool -modfile=$(TOOLS_MOD)
 # The fast loop's packages: every package outside test/, whose root tests skip under -short
 # (internal/testutil.RequireRoot), and the packages under test/ whose tests are rootless unit tests.
 # The rest of test/ needs a control plane, a real node or image builds (E2E=1, or CI=true).
-FAST_TEST_PKGS = ./test/e2e/kubelet ./test/conformance/istio/cases
+FAST_TEST_PKGS = ./test/e2e/kubelet ./test/conformance/istio/cases ./test/fleet
 SHORT_PKGS = $(shell $(GO) list ./... | grep -v '/test/') $(FAST_TEST_PKGS)
 
 .DEFAULT_GOAL := build

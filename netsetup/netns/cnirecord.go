@@ -11,6 +11,18 @@ import (
 	"strings"
 )
 
+// CNIRecord is what one libcni result cache record says about a sandbox (see StrategyCNICache).
+// It is a hint for whoever reads it outside a Find (the controller's local watch of the cache):
+// only Find's proof makes a namespace the pod's.
+type CNIRecord struct {
+	File      string
+	SandboxID string
+	NetNS     string // the namespace path the runtime gave the CNI (a host path)
+	IfName    string
+	PodUID    string // K8S_POD_UID, normalized
+	IPs       []netip.Addr
+}
+
 // Limits on the CNI result cache (StrategyCNICache), well above what a node holds: a record is a
 // few KiB (the network config and the pod's annotations as capability arguments included), and a
 // node has at most a few hundred pods with a few networks each.
