@@ -120,16 +120,9 @@ func (s *faultSuite) controllerDeleted(t *testing.T) {
 	first := n.controllerPod(t)
 	n.meshNamespace(t)
 	s.guard.since(t)
-	dep, err := MeshDeployment(ctx, meshNS, deployment, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	smallProxy(&dep.Spec.Template.Spec)
 	sampler := sampleControllers()
 	t0 := time.Now()
-	if _, err := n.Cluster.Client.AppsV1().Deployments(meshNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	n.createMeshDeployment(t, 30, smallProxy)
 	partly := n.waitPods(t, meshNS, "some pods released", func(ps []corev1.Pod) bool { return countReleased(ps) >= 3 })
 	if err := n.Cluster.Client.CoreV1().Pods(controllerNS).Delete(ctx, first.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

@@ -37,22 +37,14 @@ func TestNftablesOnTheRealNode(t *testing.T) {
 	} else {
 		t.Logf("helm install:\n%s", out)
 	}
-	ctrl := n.waitPods(t, controllerNS, "the controller pod Ready", func(ps []corev1.Pod) bool {
-		return len(ps) == 1 && podReady(&ps[0])
-	})[0]
+	ctrl := n.controllerPod(t)
 	if args := ctrl.Spec.Containers[0].Args; !slices.Contains(args, "--rules-backend=nftables") {
 		t.Errorf("controller args %q: want --rules-backend=nftables", args)
 	}
 	checkIstiodNativeNftables(t, n)
 
 	n.meshNamespace(t)
-	dep, err := MeshDeployment(ctx, meshNS, deployment, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Cluster.Client.AppsV1().Deployments(meshNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	n.createMeshDeployment(t, 3, nil)
 	t0 := time.Now()
 	pods := n.waitReleased(t, 3, nil)
 	t.Logf("figure: 3 pods created → released and Ready with the nftables backend in %s", time.Since(t0).Round(time.Millisecond))
@@ -73,13 +65,7 @@ func TestNftablesOnTheRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitPods(t, meshNS, "no pods left", func(ps []corev1.Pod) bool { return len(ps) == 0 })
-	after, err := HostRules(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after != before {
-		t.Errorf("the host's rules changed:\n--- before\n%s\n--- after\n%s", before, after)
-	}
+	hostRulesUnchanged(t, "the nftables scenario", before)
 }
 
 // checkNftablesOnly checks the pod's namespace: exactly the nftables tables and routes of its

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -44,13 +43,7 @@ func TestAPIServerDownOnTheRealNode(t *testing.T) {
 	}
 	n.waitPods(t, controllerNS, "the controller pod Ready", func(ps []corev1.Pod) bool { return len(ps) == 1 && podReady(&ps[0]) })
 	n.meshNamespace(t)
-	dep, err := MeshDeployment(ctx, meshNS, deployment, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Cluster.Client.AppsV1().Deployments(meshNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	n.createMeshDeployment(t, 2, nil)
 	pods := n.waitReleased(t, 2, nil)
 	for _, p := range pods {
 		checkRecord(t, p.UID, p.Annotations[contract.KeyNetns])

@@ -69,13 +69,7 @@ func TestDeploymentOnTheRealNode(t *testing.T) {
 
 	n.meshNamespace(t)
 	watcher := n.watchReleases(t, meshNS)
-	dep, err := MeshDeployment(ctx, meshNS, deployment, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Cluster.Client.AppsV1().Deployments(meshNS).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	n.createMeshDeployment(t, 5, nil)
 	pods := n.waitReleased(t, 5, nil)
 	watcher.report(t, "create → released, 5 pods at once")
 
@@ -125,12 +119,22 @@ func TestDeploymentOnTheRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitPods(t, meshNS, "no pods left", func(ps []corev1.Pod) bool { return len(ps) == 0 })
-	after, err := HostRules(ctx)
+	hostRulesUnchanged(t, "the Deployment's scenario", before)
+}
+
+// createMeshDeployment creates the Deployment of injected pods (MeshDeployment) in meshNS with
+// replicas, its pod spec first changed by edit when edit is not nil.
+func (n *Node) createMeshDeployment(t *testing.T, replicas int32, edit func(*corev1.PodSpec)) {
+	t.Helper()
+	dep, err := MeshDeployment(t.Context(), meshNS, deployment, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after != before {
-		t.Errorf("the host's rules changed:\n--- before (kubelet and CNI up, controller not installed)\n%s\n--- after\n%s", before, after)
+	if edit != nil {
+		edit(&dep.Spec.Template.Spec)
+	}
+	if _, err := n.Cluster.Client.AppsV1().Deployments(meshNS).Create(t.Context(), dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
