@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os/exec"
@@ -345,17 +346,9 @@ func TestDriftRepair(t *testing.T) {
 	for _, p := range pods {
 		e.flushIPTablesNat(t, p)
 	}
-	// The drift check runs every period: allow one full period plus the time to act on it on a
-	// busy machine.
-	deadline := flushed.Add(driftPeriod + 5*time.Second)
-	for _, p := range pods {
-		for !e.liveVerifies(p) {
-			if time.Now().After(deadline) {
-				t.Fatalf("pod %s: rules not restored %s after the flush (drift period %s)", p.Name, time.Since(flushed).Round(time.Millisecond), driftPeriod)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	// The drift check runs every period: waitRepaired allows one full period plus the time to act
+	// on it on a busy machine.
+	e.waitRepaired(t, slices.Collect(maps.Values(pods)), flushed)
 	t.Logf("rules of %d pods restored %s after the flush (drift period %s)", len(pods), time.Since(flushed).Round(time.Millisecond), driftPeriod)
 	if after := e.metric(t, "istio_pod_network_controller_drift_repairs_total"); after-before < float64(len(pods)) {
 		t.Errorf("drift_repairs_total went from %v to %v, want +%d", before, after, len(pods))
