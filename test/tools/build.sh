@@ -137,23 +137,20 @@ crictl() {
 	ln -sf "crictl-$CRICTL_VERSION" "$TOOLS_DIR/crictl"
 }
 
-pilot_agent() {
-	local out="$TOOLS_DIR/pilot-agent-$ISTIO_VERSION"
+# istio_binary NAME ESTIMATE: Istio's pilot/cmd/NAME at ISTIO_VERSION, built in its module test/tools/NAME.
+istio_binary() {
+	local name=$1 estimate=$2
+	local out="$TOOLS_DIR/$name-$ISTIO_VERSION"
 	if [ ! -x "$out" ]; then
-		step pilot-agent "$ISTIO_VERSION" "10 min" in_dir "$here/pilot-agent" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" istio.io/istio/pilot/cmd/pilot-agent
+		step "$name" "$ISTIO_VERSION" "$estimate" in_dir "$here/$name" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" "istio.io/istio/pilot/cmd/$name"
 		mv "$out.tmp" "$out"
 	fi
-	ln -sf "pilot-agent-$ISTIO_VERSION" "$TOOLS_DIR/pilot-agent"
+	ln -sf "$name-$ISTIO_VERSION" "$TOOLS_DIR/$name"
 }
 
-pilot_discovery() {
-	local out="$TOOLS_DIR/pilot-discovery-$ISTIO_VERSION"
-	if [ ! -x "$out" ]; then
-		step pilot-discovery "$ISTIO_VERSION" "12 min" in_dir "$here/pilot-discovery" env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" istio.io/istio/pilot/cmd/pilot-discovery
-		mv "$out.tmp" "$out"
-	fi
-	ln -sf "pilot-discovery-$ISTIO_VERSION" "$TOOLS_DIR/pilot-discovery"
-}
+pilot_agent() { istio_binary pilot-agent "10 min"; }
+
+pilot_discovery() { istio_binary pilot-discovery "12 min"; }
 
 # cached reports whether every binary of tool t is in the cache.
 cached() {
