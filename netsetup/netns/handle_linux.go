@@ -114,7 +114,7 @@ func (h *Handle) Do(fn func() error) error {
 	if h.closed.Load() {
 		return fmt.Errorf("network namespace %s (inode %d): handle is closed", h.path, h.ref.key.Ino)
 	}
-	return h.ref.ns.Do(func(ns.NetNS) error { return fn() })
+	return enter(int(h.ref.ns.Fd()), fn)
 }
 
 // ID returns the namespace's identity for the netns annotation: its SO_NETNS_COOKIE (or its inode
