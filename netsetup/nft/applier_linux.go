@@ -17,12 +17,13 @@ import (
 // binary, no iptables tools. It has the shape of netsetup.Applier. Callers serialize operations
 // on one pod; different pods may be programmed concurrently.
 type Applier struct {
-	mu    sync.Mutex
-	cache map[[32]byte]*model // by transaction text
+	mu        sync.Mutex
+	plans     map[string]*plan // by rules.Config.Key
+	planBytes int
 }
 
 // NewApplier returns an Applier.
-func NewApplier() *Applier { return &Applier{cache: map[[32]byte]*model{}} }
+func NewApplier() *Applier { return &Applier{plans: map[string]*plan{}} }
 
 // Apply makes ns hold exactly the nftables rules and routes of cfg: it reads our tables back and
 // when they differ from the model replaces them in one atomic netlink batch, then reads them back
@@ -39,15 +40,11 @@ func (a *Applier) Verify(ctx context.Context, ns netsetup.Namespace, key string,
 }
 
 func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (netsetup.Result, error) {
-	rs, err := Generate(cfg)
+	p, err := a.plan(cfg)
 	if err != nil {
 		return netsetup.Result{}, err
 	}
-	m, err := a.model(rs)
-	if err != nil {
-		return netsetup.Result{}, err
-	}
-	res := netsetup.Result{Hash: rs.Hash(), Families: contract.FamiliesIPv4}
+	res := netsetup.Result{Hash: p.hash, Families: contract.FamiliesIPv4}
 	if cfg.EnableIPv6 {
 		res.Families = contract.FamiliesDual
 	}
@@ -57,11 +54,11 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 			return err
 		}
 		defer nc.Close()
-		changed, err := syncTables(nc, m, write)
+		changed, err := syncTables(nc, p.m, write)
 		if err != nil {
 			return err
 		}
-		routesChanged, err := netsetup.SyncRoutes(rs.Routes(), write)
+		routesChanged, err := netsetup.SyncRoutes(p.rs.Routes(), write)
 		res.Changed = changed || routesChanged
 		return err
 	})
