@@ -85,6 +85,11 @@ type Inspection struct {
 	VerifyErr error
 	// Programmed: some rules of ours are live.
 	Programmed bool
+	// Record is the release record in the namespace as stored (lo's alias; "" for none), read
+	// when Inspect was given a RecordReader (HasRecord); RecordErr is why it could not be read.
+	Record    string
+	RecordErr error
+	HasRecord bool
 
 	Verdict     Verdict
 	Explanation string
@@ -93,7 +98,7 @@ type Inspection struct {
 
 // Inspect gathers the facts about pod on this node and decides the verdict. It never changes
 // anything.
-func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder Finder, live LiveReader) *Inspection {
+func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder Finder, live LiveReader, records RecordReader) *Inspection {
 	in := &Inspection{Pod: pod, Annotations: ours(pod)}
 	backend, live := inspectBackend(in.Annotations, live)
 	in.Spec = evaluate(pod, podconfig.PodIPs(pod), backend)
@@ -122,6 +127,10 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 		in.Programmed, _ = live.Programmed(ctx, ns, key)
 		if in.Spec.cfg != nil {
 			_, in.VerifyErr = live.Verify(ctx, ns, key, in.Spec.cfg)
+		}
+		if records != nil {
+			in.HasRecord = true
+			in.Record, in.RecordErr = records.Read(ns)
 		}
 	}
 	in.Verdict, in.Explanation, in.Err = decide(in)
@@ -217,6 +226,9 @@ func (in *Inspection) Write(w io.Writer) {
 		if text, ok := in.Live[f]; ok {
 			p("  # %s live rules (iptables-save)\n%s", f, indent(text, "  "))
 		}
+	}
+	if in.HasRecord {
+		p("Release record: %s\n", in.describeRecord())
 	}
 	if in.Err != nil {
 		p("Verdict:      none: %v\n", in.Err)

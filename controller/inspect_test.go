@@ -65,7 +65,7 @@ func TestInspectVerdicts(t *testing.T) {
 				applier.live[cookie(c.sandbox)] = c.live
 			}
 			applier.verifyErr = c.verifyErr
-			in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier)
+			in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier, nil)
 			if in.Verdict != c.verdict || in.ExitCode() != c.exit || !strings.Contains(in.Explanation, c.explains) {
 				t.Fatalf("verdict %q (exit %d): %s; err %v\nwant %q (exit %d) explaining %q", in.Verdict, in.ExitCode(), in.Explanation, in.Err, c.verdict, c.exit, c.explains)
 			}
@@ -91,7 +91,7 @@ func TestInspectPrintsImpliedAndLiveRules(t *testing.T) {
 	pod := meshPod("web", "fd00::5")
 	finder, applier := newFakeFinder(), newFakeApplier()
 	finder.sandbox(string(pod.UID), 4097, "fd00::5")
-	in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier)
+	in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier, nil)
 	var out bytes.Buffer
 	in.Write(&out)
 	for _, want := range []string{
@@ -114,5 +114,58 @@ func TestVerdictExitCodesAreDistinct(t *testing.T) {
 			t.Fatalf("%s and %s share exit code %d", v, other, v.ExitCode())
 		}
 		seen[v.ExitCode()] = v
+	}
+}
+
+// fixedRecord is a RecordReader returning a fixed alias (or error) for every namespace.
+type fixedRecord struct {
+	alias string
+	err   error
+}
+
+func (f fixedRecord) Read(Namespace) (string, error) { return f.alias, f.err }
+
+func TestInspectShowsTheReleaseRecord(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	_, hash := specOf(t, meshPod("web", "10.1.0.5"))
+	ready := annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097", contract.KeyRules, hash, contract.KeyFamilies, "ipv4")
+	cases := map[string]struct {
+		mutate  []func(*corev1.Pod)
+		records fixedRecord
+		want    string
+	}{
+		"none": {[]func(*corev1.Pod){ready}, fixedRecord{}, "Release record: none (lo has no alias)"},
+		"as the annotations": {[]func(*corev1.Pod){ready}, fixedRecord{alias: "pnc1 status=ready netns=cookie:4097 rules=" + hash + " families=ipv4"},
+			"Release record: pnc1 status=ready netns=cookie:4097 rules=" + hash + " families=ipv4: ready for this namespace, as the annotations"},
+		"before the patch": {nil, fixedRecord{alias: "pnc1 status=ready netns=cookie:4097 rules=" + hash + " families=ipv4"},
+			`ready for this namespace (the rules annotation says "": not patched yet`},
+		"another namespace": {[]func(*corev1.Pod){ready}, fixedRecord{alias: "pnc1 status=ready netns=cookie:5001 rules=" + hash + " families=ipv4"},
+			"written for network namespace cookie:5001, not this one (cookie:4097): ignored"},
+		"unknown version": {[]func(*corev1.Pod){ready}, fixedRecord{alias: "pnc9 whatever"},
+			`"pnc9 whatever": ignored by the wait container (release record of an unknown version`},
+		"unreadable": {[]func(*corev1.Pod){ready}, fixedRecord{err: errors.New("RTM_GETLINK: permission denied")},
+			"Release record: cannot read it: RTM_GETLINK: permission denied"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			pod := meshPod("web", "10.1.0.5", c.mutate...)
+			finder, applier := newFakeFinder(), newFakeApplier()
+			finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+			in := Inspect(ctx, pod, DefaultWaitContainerName, finder, applier, c.records)
+			var out bytes.Buffer
+			in.Write(&out)
+			if !strings.Contains(out.String(), c.want) {
+				t.Fatalf("output lacks %q:\n%s", c.want, out.String())
+			}
+		})
+	}
+	// Without a reader (the NRI check) there is no record line.
+	pod := meshPod("web", "10.1.0.5", ready)
+	finder, applier := newFakeFinder(), newFakeApplier()
+	finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	var out bytes.Buffer
+	Inspect(ctx, pod, DefaultWaitContainerName, finder, applier, nil).Write(&out)
+	if strings.Contains(out.String(), "Release record") {
+		t.Fatalf("a record line without a reader:\n%s", out.String())
 	}
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
@@ -27,10 +28,28 @@ type RecordWriter interface {
 	Clear(ns Namespace) error
 }
 
-// NetlinkRecords writes the record through rtnetlink inside the namespace.
+// RecordReader reads the release record of a pod's namespace, for inspect.
+type RecordReader interface {
+	// Read returns the alias of lo in ns ("" when it has none), unparsed.
+	Read(ns Namespace) (string, error)
+}
+
+// NetlinkRecords writes and reads the record through rtnetlink inside the namespace.
 type NetlinkRecords struct{}
 
-var _ RecordWriter = NetlinkRecords{}
+var (
+	_ RecordWriter = NetlinkRecords{}
+	_ RecordReader = NetlinkRecords{}
+)
+
+// Read returns lo's alias in ns.
+func (NetlinkRecords) Read(ns Namespace) (string, error) {
+	var alias string
+	if err := ns.Do(func() (err error) { alias, err = record.ReadAlias(); return err }); err != nil {
+		return "", fmt.Errorf("network namespace %s: %w", ns.Path(), err)
+	}
+	return alias, nil
+}
 
 // Write sets lo's alias in ns to rec.
 func (NetlinkRecords) Write(ns Namespace, rec record.Record) error {
@@ -89,4 +108,23 @@ func (c *Config) recordWriter() RecordWriter {
 		return nil
 	}
 	return NetlinkRecords{}
+}
+
+// describeRecord is the inspection's release record and what the wait container makes of it.
+func (in *Inspection) describeRecord() string {
+	if in.RecordErr != nil {
+		return "cannot read it: " + in.RecordErr.Error()
+	}
+	rec, err := record.Parse(in.Record)
+	switch {
+	case errors.Is(err, record.ErrNoRecord) && in.Record == "":
+		return "none (lo has no alias): the wait container is released by the annotations only"
+	case err != nil:
+		return fmt.Sprintf("%q: ignored by the wait container (%v)", in.Record, err)
+	case rec.Netns.String() != in.NetnsID:
+		return fmt.Sprintf("%s: written for network namespace %s, not this one (%s): ignored by the wait container", rec, rec.Netns, in.NetnsID)
+	case rec.Rules != in.Annotations[contract.KeyRules]:
+		return fmt.Sprintf("%s: ready for this namespace (the rules annotation says %q: not patched yet, or the API server was unreachable)", rec, in.Annotations[contract.KeyRules])
+	}
+	return fmt.Sprintf("%s: ready for this namespace, as the annotations", rec)
 }

@@ -99,7 +99,7 @@ func inspectCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "inspect: iptables:", err)
 		return 1
 	}
-	in := controller.Inspect(ctx, pod, node.WaitContainerName, controller.NetnsFinder{Finder: finder}, controller.NodeBackends(&node, applier))
+	in := controller.Inspect(ctx, pod, node.WaitContainerName, controller.NetnsFinder{Finder: finder}, controller.NodeBackends(&node, applier), controller.NetlinkRecords{})
 	in.Write(stdout)
 	return in.ExitCode()
 }

@@ -159,7 +159,7 @@ func (p *plugin) check(ctx context.Context, sb *api.PodSandbox, ctr *api.Contain
 }
 
 func (p *plugin) inspect(ctx context.Context, pod *corev1.Pod, path string) *controller.Inspection {
-	return controller.Inspect(ctx, pod, p.cfg.WaitContainer, pathFinder(path), verifyOnly{p.applier})
+	return controller.Inspect(ctx, pod, p.cfg.WaitContainer, pathFinder(path), verifyOnly{p.applier}, nil)
 }
 
 func describe(in *controller.Inspection) string {
