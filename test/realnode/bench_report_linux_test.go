@@ -29,8 +29,9 @@ func phases(v variant) []phase {
 	}
 	if v == variantWait {
 		ps = append(ps,
-			phase{"sandbox network up → rules verified (the controller's Programmed log line)", func(p podTimes) (time.Duration, bool) { return span(p.network, p.programmed) }},
-			phase{"rules verified → ready annotation in the API (patch, watch)", func(p podTimes) (time.Duration, bool) { return span(p.programmed, p.readySeen) }},
+			phase{"sandbox network up → rules verified (the controller's read-back)", func(p podTimes) (time.Duration, bool) { return span(p.network, p.programmed) }},
+			phase{"sandbox created (CRI) → rules verified", func(p podTimes) (time.Duration, bool) { return span(p.sandbox, p.programmed) }},
+			phase{"rules verified → ready annotation in the API (record, patch, watch)", func(p podTimes) (time.Duration, bool) { return span(p.programmed, p.readySeen) }},
 			phase{"ready in the API, or wait start if later → wait exit", func(p podTimes) (time.Duration, bool) {
 				from := p.readySeen
 				if p.started[w].After(from) {
