@@ -68,14 +68,15 @@ func (n *Node) HelmInstall(ctx context.Context, chartDir, release, namespace str
 	return n.Helm(ctx, args...)
 }
 
-// ChartOverrides are the chart's values on this node: the local images (pullPolicy Never) and the
-// API server's address (k8sServiceHost/k8sServicePort: no kube-proxy here).
+// ChartOverrides are the chart's values on this node: the local images (pullPolicy Never), the
+// API server's address (k8sServiceHost/k8sServicePort: no kube-proxy here) and RecordEnv's
+// setting.
 func (n *Node) ChartOverrides() []string {
-	return []string{
+	return append([]string{
 		"image.repository=" + strings.TrimSuffix(ControllerImage, ":"+ImageVersion), "image.tag=" + ImageVersion, "image.pullPolicy=Never",
 		"waitImage.repository=" + strings.TrimSuffix(WaitImage, ":"+ImageVersion), "waitImage.tag=" + ImageVersion,
 		"k8sServiceHost=" + n.APIServerHost, "k8sServicePort=" + n.APIServerPort,
-	}
+	}, recordOverrides()...)
 }
 
 // HelmEnv is the environment of a helm command against the node: helm's cache, configuration and

@@ -58,6 +58,9 @@ func TestNftablesOnTheRealNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkNftablesOnly(t, p, path)
+		if err := CheckRecord(path, p.Annotations[contract.KeyNetns]); err != nil {
+			t.Errorf("pod %s: %v", p.Name, err)
+		}
 		checkTraffic(t, path, p.Status.PodIP)
 	}
 

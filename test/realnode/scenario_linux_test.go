@@ -82,6 +82,9 @@ func TestDeploymentOnTheRealNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkRulesEqualRender(t, bin, p, netns)
+		if err := CheckRecord(netns, p.Annotations[contract.KeyNetns]); err != nil {
+			t.Errorf("pod %s: %v", p.Name, err)
+		}
 		checkTraffic(t, netns, p.Status.PodIP)
 	}
 
