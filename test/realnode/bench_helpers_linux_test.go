@@ -28,7 +28,7 @@ type podTimes struct {
 	sandbox                    time.Time // CRI: sandbox created
 	network                    time.Time // libcni's result record written: the sandbox's network up
 	ipSeen, readySeen          time.Time // watch arrival: pod IP, our ready annotation
-	programmed                 time.Time // rules verified: the controller's "Programmed" line less its release duration
+	programmed                 programmedLine // the controller's "Programmed" line
 	started, finished, createD map[string]time.Time
 }
 
@@ -225,15 +225,22 @@ func criTime(b *testing.B, s string) time.Time {
 	return t
 }
 
-// programmedTimes reads the controller's log (with the runtime's timestamps) for the time each
-// pod's rules were applied and verified by read-back: its "Programmed" line's time less the line's
-// release duration (the release record and the annotation patch, which come after the read-back).
-func (bn *benchNode) programmedTimes(b *testing.B) map[string]time.Time {
+// programmedLine is what a pod's first "Programmed" line of the controller says: when the rules
+// were verified (the line's time less its release duration: the release record and the annotation
+// patch come after the read-back), and its find and apply durations.
+type programmedLine struct {
+	verified    time.Time
+	find, apply time.Duration
+}
+
+// programmedLines reads the controller's log (with the runtime's timestamps) for each pod's first
+// "Programmed" line.
+func (bn *benchNode) programmedLines(b *testing.B) map[string]programmedLine {
 	raw, err := bn.n.Cluster.Client.CoreV1().Pods(controllerNS).GetLogs(bn.controllerPod.Name, &corev1.PodLogOptions{Timestamps: true}).DoRaw(b.Context())
 	if err != nil {
 		b.Fatalf("the controller's log: %v", err)
 	}
-	out := map[string]time.Time{}
+	out := map[string]programmedLine{}
 	for line := range strings.Lines(string(raw)) {
 		ts, rest, ok := strings.Cut(line, " ")
 		if !ok || !strings.Contains(rest, `"Programmed"`) {
@@ -244,22 +251,33 @@ func (bn *benchNode) programmedTimes(b *testing.B) map[string]time.Time {
 			continue
 		}
 		name, _, _ := strings.Cut(after, `"`)
-		_, rel, ok := strings.Cut(rest, ` release="`)
-		if !ok {
-			b.Fatalf("the controller's Programmed line has no release duration: %s", line)
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if _, seen := out[name]; seen || err != nil {
+			continue
 		}
-		rel, _, _ = strings.Cut(rel, `"`)
-		d, err := time.ParseDuration(rel)
-		if err != nil {
-			b.Fatalf("the controller's Programmed line: release duration %q: %v", rel, err)
-		}
-		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-			if _, seen := out[name]; !seen {
-				out[name] = t.Add(-d)
+		var d [3]time.Duration
+		for i, field := range []string{"find", "apply", "release"} {
+			if d[i], err = durationField(rest, field); err != nil {
+				b.Fatalf("the controller's Programmed line: %v: %s", err, line)
 			}
 		}
+		out[name] = programmedLine{verified: t.Add(-d[2]), find: d[0], apply: d[1]}
 	}
 	return out
+}
+
+// durationField parses the duration logged as name="..." in a klog line.
+func durationField(line, name string) (time.Duration, error) {
+	_, v, ok := strings.Cut(line, " "+name+`="`)
+	if !ok {
+		return 0, fmt.Errorf("no %s duration", name)
+	}
+	v, _, _ = strings.Cut(v, `"`)
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s duration %q: %w", name, v, err)
+	}
+	return d, nil
 }
 
 // waitName is the container that holds a variant's interception (none for (a)).
