@@ -104,6 +104,10 @@ fuzz: ## every fuzz target, briefly (a finding is saved under the package's test
 injection-test: ## Istio's own injector with our template (separate module: istio.io/istio)
 	cd test/injection && $(GO) test -count=1 ./...
 
+.PHONY: test-record-off
+test-record-off: tools ## the simulated and real-node suites with the release record off (E2E_RELEASE_RECORD=off, IPNC_RELEASE_RECORD=off: releaseRecord=false); as root
+	E2E=1 E2E_RELEASE_RECORD=off IPNC_RELEASE_RECORD=off $(GO) test -count=1 -timeout 45m ./test/e2e/ ./test/realnode/
+
 .PHONY: istiod-test
 istiod-test: tools ## a real istiod (Istio's charts, our values) on the real node: docs/install.md's install and migration blocks, run as written (E2E=1; as root)
 	E2E=1 $(GO) test -count=1 -timeout 30m -run 'TestIstiodOnTheRealNode|TestInstallDocBlocks' ./test/realnode/

@@ -217,9 +217,13 @@ func readmeExpectation(line string, ok bool) (want []string, code int, known boo
 		// From inside the controller's pod on the pod's node: the chart's /host mounts, found by
 		// inspect itself; exit 4 is NOT PROGRAMMED.
 		if ok {
-			return []string{inContainer, "Verdict:      OK", "Namespace:    cookie:"}, 0, true
+			rec := "Release record: pnc1 status=ready netns=cookie:"
+			if !RecordOn() {
+				rec = "Release record: none"
+			}
+			return []string{inContainer, "Verdict:      OK", "Namespace:    cookie:", rec}, 0, true
 		}
-		return []string{inContainer, "NOT PROGRAMMED", "failed"}, 4, true
+		return []string{inContainer, "NOT PROGRAMMED", "failed", "Release record: none"}, 4, true
 	}
 	return nil, 0, false
 }
