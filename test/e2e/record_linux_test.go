@@ -19,6 +19,7 @@ import (
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/netns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/record"
+	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/harness"
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/kubelet"
 )
 
@@ -57,12 +58,29 @@ func releaseByRecord(x kubelet.WaitExit) (rules, families, problem string) {
 }
 
 // TestRecordReleasesBeforeTheAnnotation: with the record on, every pod of a burst is released and
-// its namespace holds the record of its verified rules, naming it; with it off, none holds one.
+// its namespace holds the record of its verified rules, naming it; with it off on both sides (the
+// controller restarted with --release-record=false, the wait containers given it too, as the
+// chart's releaseRecord=false does), none holds one and every pod is released by its annotation.
+// Both settings run whatever E2E_RELEASE_RECORD says.
 func TestRecordReleasesBeforeTheAnnotation(t *testing.T) {
-	e := setup(t)
-	ns := e.namespace(t, "record", nil)
-	e.createPods(t, e.meshPods(ns, names("p", 10)))
-	pods := e.waitPods(t, ns, nil, "released", releaseTimeout, released)
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("release-record=%t", on), func(t *testing.T) {
+			e := setup(t)
+			if on != recordOn() {
+				e.restartWith(t, fmt.Sprintf("--release-record=%t", on))
+				t.Cleanup(func() { e.restartWith(t) })
+			}
+			ns := e.namespace(t, fmt.Sprintf("record-%t", on), nil)
+			e.createPods(t, e.meshPods(ns, names("p", 10), harness.WithWaitArgs(fmt.Sprintf("--release-record=%t", on))))
+			checkRecords(t, e, e.waitPods(t, ns, nil, "released", releaseTimeout, released), on)
+		})
+	}
+}
+
+// checkRecords checks the released pods' namespaces: each holds the record of its annotations
+// (on), or none and no pod was released by one (off).
+func checkRecords(t *testing.T, e *environment, pods map[string]*corev1.Pod, on bool) {
+	t.Helper()
 	byRecord := 0
 	for _, p := range pods {
 		h, err := e.kl.OpenNetns(p.UID)
@@ -75,7 +93,7 @@ func TestRecordReleasesBeforeTheAnnotation(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := ""
-		if recordOn() {
+		if on {
 			want = record.Ready(mustID(t, p.Annotations[contract.KeyNetns]), p.Annotations[contract.KeyRules], p.Annotations[contract.KeyFamilies]).String()
 		}
 		if alias != want {
@@ -86,7 +104,7 @@ func TestRecordReleasesBeforeTheAnnotation(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d pods released by the record (the others by the annotation)", byRecord, len(pods))
-	if !recordOn() && byRecord > 0 {
+	if !on && byRecord > 0 {
 		t.Errorf("%d pods released by a record with --release-record=false", byRecord)
 	}
 }

@@ -105,6 +105,16 @@ func DualStack() PodOption {
 	}
 }
 
+// WithWaitArgs appends args to the wait container's (as the injection template's
+// --release-record=false).
+func WithWaitArgs(args ...string) PodOption {
+	return func(p *corev1.Pod) {
+		if c := container(p, WaitContainer); c != nil {
+			c.Args = append(c.Args, args...)
+		}
+	}
+}
+
 // WithoutWait removes the wait container and its volume: a pod injected without this project.
 func WithoutWait() PodOption {
 	return func(p *corev1.Pod) {
