@@ -24,10 +24,10 @@ import (
 // podTimes are one pod's high-resolution times.
 type podTimes struct {
 	name                       string
-	created                    time.Time // the client's clock right before Create
-	sandbox                    time.Time // CRI: sandbox created
-	network                    time.Time // libcni's result record written: the sandbox's network up
-	ipSeen, readySeen          time.Time // watch arrival: pod IP, our ready annotation
+	created                    time.Time      // the client's clock right before Create
+	sandbox                    time.Time      // CRI: sandbox created
+	network                    time.Time      // libcni's result record written: the sandbox's network up
+	ipSeen, readySeen          time.Time      // watch arrival: pod IP, our ready annotation
 	programmed                 programmedLine // the controller's "Programmed" line
 	started, finished, createD map[string]time.Time
 }
