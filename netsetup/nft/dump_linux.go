@@ -2,7 +2,6 @@ package nft
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -99,33 +98,38 @@ func parseRule(data []byte) (table, chain string, r rawRule, err error) {
 }
 
 // describe is the comparable form of the rule: each expression's name and data as the kernel
-// encodes it, except a counter's values and a lookup's set, which is named by its contents.
+// encodes it, except a counter's values and a lookup's set, which is named by its contents. The
+// data are written as they are, each after its length, so the form is exact and unambiguous; it is
+// compared, never shown (messages show the model's nft text).
 func (r rawRule) describe(sets map[string]string) (string, error) {
-	var b strings.Builder
-	b.Grow(64 * len(r.exprs))
-	for i, x := range r.exprs {
-		if i > 0 {
-			b.WriteString("; ")
-		}
+	size := 16
+	for _, x := range r.exprs {
+		size += len(x.name) + len(x.data) + 4
+	}
+	b := make([]byte, 0, size+len(r.userdata))
+	for _, x := range r.exprs {
+		b = append(b, x.name...)
+		b = append(b, 0)
 		switch x.name {
 		case "counter":
-			b.WriteString("counter")
 		case "lookup":
 			d, err := describeLookup(x.data, sets)
 			if err != nil {
 				return "", err
 			}
-			b.WriteString(d)
+			b = binary.AppendUvarint(b, uint64(len(d)))
+			b = append(b, d...)
 		default:
-			b.WriteString(x.name)
-			b.WriteByte(' ')
-			b.WriteString(hex.EncodeToString(x.data))
+			b = binary.AppendUvarint(b, uint64(len(x.data)))
+			b = append(b, x.data...)
 		}
 	}
 	if len(r.userdata) > 0 {
-		b.WriteString("; userdata " + hex.EncodeToString(r.userdata))
+		b = append(b, "userdata\x00"...)
+		b = binary.AppendUvarint(b, uint64(len(r.userdata)))
+		b = append(b, r.userdata...)
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
 func describeLookup(data []byte, sets map[string]string) (string, error) {
@@ -183,14 +187,19 @@ type rawChain struct {
 	table, name, hook string
 }
 
+// hookNames and policyNames name the hooks and policies a chain dump reports.
+var (
+	hookNames = map[uint32]string{unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input",
+		unix.NF_INET_FORWARD: "forward", unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting"}
+	policyNames = map[uint32]string{1: "accept", 0: "drop"}
+)
+
 // dumpChains lists the inet chains in the kernel's order.
 func dumpChains(nc *conn) ([]rawChain, error) {
 	replies, err := nc.dump(unix.NFT_MSG_GETCHAIN)
 	if err != nil {
 		return nil, err
 	}
-	hooks := map[uint32]string{unix.NF_INET_PRE_ROUTING: "prerouting", unix.NF_INET_LOCAL_IN: "input",
-		unix.NF_INET_FORWARD: "forward", unix.NF_INET_LOCAL_OUT: "output", unix.NF_INET_POST_ROUTING: "postrouting"}
 	var out []rawChain
 	for _, data := range replies {
 		ad, err := netlink.NewAttributeDecoder(data)
@@ -211,14 +220,14 @@ func dumpChains(nc *conn) ([]rawChain, error) {
 			case unix.NFTA_CHAIN_TYPE:
 				typ = ad.String()
 			case unix.NFTA_CHAIN_POLICY:
-				policy = map[uint32]string{1: "accept", 0: "drop"}[ad.Uint32()]
+				policy = policyNames[ad.Uint32()]
 			case unix.NFTA_CHAIN_HOOK:
 				ad.Nested(func(h *netlink.AttributeDecoder) error {
 					h.ByteOrder = binary.BigEndian
 					for h.Next() {
 						switch h.Type() {
 						case unix.NFTA_HOOK_HOOKNUM:
-							hook = hooks[h.Uint32()]
+							hook = hookNames[h.Uint32()]
 						case unix.NFTA_HOOK_PRIORITY:
 							prio = int32(h.Uint32())
 						}

@@ -74,7 +74,8 @@ func (c *conn) receive(done func(m netlink.Message) bool) ([]netlink.Message, er
 			}
 			return nil, fmt.Errorf("netlink receive: %w", err)
 		}
-		for b := c.buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+		// One copy per read (the buffer is reused by the next read): the messages are slices of it.
+		for b := append([]byte(nil), c.buf[:n]...); len(b) >= unix.NLMSG_HDRLEN; {
 			l := int(binary.NativeEndian.Uint32(b[:4]))
 			if l < unix.NLMSG_HDRLEN || l > len(b) {
 				return nil, fmt.Errorf("netlink receive: malformed message of %d bytes", l)
@@ -83,7 +84,6 @@ func (c *conn) receive(done func(m netlink.Message) bool) ([]netlink.Message, er
 			if err := m.UnmarshalBinary(b[:l]); err != nil {
 				return nil, err
 			}
-			m.Data = append([]byte(nil), m.Data...) // the buffer is reused by the next read
 			b = b[min(nlmsgAlign(l), len(b)):]
 			if m.Header.Type == netlink.Error && len(m.Data) >= 4 {
 				if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {

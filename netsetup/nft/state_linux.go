@@ -2,6 +2,7 @@ package nft
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -70,7 +71,7 @@ func (t TableState) equal(o TableState) (bool, string) {
 		}
 		for j := range c.Rules {
 			if c.Rules[j] != h.Rules[j] {
-				want := c.Rules[j]
+				want := hex.EncodeToString([]byte(c.Rules[j])) // the comparable form, when no text is known
 				if j < len(c.texts) {
 					want = c.texts[j]
 				}
