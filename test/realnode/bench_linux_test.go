@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/redhat-cop/istio-pod-network-controller/test/e2e/cluster"
@@ -166,8 +165,7 @@ func podFor(tmpl *corev1.Pod, v variant, name string) *corev1.Pod {
 }
 
 // istioInitContainer is istio-init as Istio's injection template (1.2x) renders it for the
-// defaults: pilot-agent istio-iptables, root with NET_ADMIN and NET_RAW, the proxy's resources
-// (values.global.proxy.resources).
+// defaults: pilot-agent istio-iptables, root with NET_ADMIN and NET_RAW.
 func istioInitContainer() corev1.Container {
 	f := false
 	root := int64(0)
@@ -181,10 +179,6 @@ func istioInitContainer() corev1.Container {
 			AllowPrivilegeEscalation: &f, Privileged: &f, ReadOnlyRootFilesystem: &f,
 			RunAsGroup: &root, RunAsUser: &root, RunAsNonRoot: &f,
 			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}, Drop: []corev1.Capability{"ALL"}},
-		},
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2000m"), corev1.ResourceMemory: resource.MustParse("1024Mi")},
 		},
 	}
 }
