@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/redhat-cop/istio-pod-network-controller/internal/scratchns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
@@ -304,23 +302,6 @@ func (a *Applier) canonicalState(ctx context.Context, rs *rules.RuleSet, f rules
 // inScratchNamespace runs fn in a new, empty network namespace (scratchNamespace on a real node).
 func (a *Applier) inScratchNamespace(fn func() (string, error)) (string, error) { return a.scratch(fn) }
 
-// scratchNamespace runs fn on a fresh OS thread moved into a new, empty network namespace. The
-// thread is never unlocked, so the Go runtime destroys it (and the namespace) afterwards.
-func scratchNamespace(fn func() (string, error)) (string, error) {
-	type result struct {
-		out string
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("unshare network namespace: %w", err)}
-			return
-		}
-		out, err := fn()
-		ch <- result{out, err}
-	}()
-	r := <-ch
-	return r.out, r.err
-}
+// scratchNamespace runs fn in a new, empty network namespace on a thread of its own that the Go
+// runtime destroys afterwards (scratchns.Run).
+func scratchNamespace(fn func() (string, error)) (string, error) { return scratchns.Run(fn) }
