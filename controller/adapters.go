@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -82,9 +83,14 @@ func (a NetsetupApplier) Live(ctx context.Context, ns Namespace, key string, fam
 // NftApplier adapts *nft.Applier (Istio's native nftables rules over netlink) to Applier.
 type NftApplier struct{ *nft.Applier }
 
-// Apply programs ns (see nft.Applier.Apply).
+// Apply programs ns (see nft.Applier.Apply), which looks for iptables rules first in the same
+// entry into ns: a namespace holding any fails with a *ForeignRulesError.
 func (a NftApplier) Apply(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
-	return a.Applier.Apply(ctx, ns, key, cfg)
+	res, err := a.Applier.Apply(ctx, ns, key, cfg)
+	if fe := (*nft.ForeignError)(nil); errors.As(err, &fe) {
+		return res, &ForeignRulesError{Reason: nftForeignReason(ns, fe.Reason)}
+	}
+	return res, err
 }
 
 // Verify checks ns (see nft.Applier.Verify).
@@ -97,17 +103,22 @@ func (a NftApplier) Programmed(ctx context.Context, ns Namespace, key string) (b
 	return a.Applier.Programmed(ctx, ns, key)
 }
 
-// Foreign looks for iptables rules, of either iptables backend (see nft.Applier.Foreign).
+// Foreign returns "": Apply looks for iptables rules of either iptables backend itself, in the
+// same entry into the namespace as the batch (one entry and one socket per pod instead of two),
+// and refuses with a *ForeignRulesError. nft.Applier.Foreign is the same check on its own.
 func (a NftApplier) Foreign(ctx context.Context, ns Namespace, key string) (string, error) {
-	reason, err := a.Applier.Foreign(ns)
-	if err != nil {
-		return "", fmt.Errorf("look for iptables rules: %w", err)
-	}
-	if reason == "" {
-		return "", nil
-	}
-	return fmt.Sprintf("network namespace %s: %s (two rule sets would both be live: is istio-init, Istio's CNI or the iptables backend also programming this pod?)", ns.Path(), reason), nil
+	return "", nil
 }
+
+func nftForeignReason(ns Namespace, reason string) string {
+	return fmt.Sprintf("network namespace %s: %s (two rule sets would both be live: is istio-init, Istio's CNI or the iptables backend also programming this pod?)", ns.Path(), reason)
+}
+
+// ForeignRulesError is an Apply that found rules of another backend, which would run alongside
+// ours, and wrote nothing: the pod is refused with Reason, as when Foreign returns it.
+type ForeignRulesError struct{ Reason string }
+
+func (e *ForeignRulesError) Error() string { return e.Reason }
 
 // Forget does nothing: nf_tables transactions need no per-pod lock file.
 func (a NftApplier) Forget(string) {}

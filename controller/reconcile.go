@@ -140,6 +140,9 @@ func (r *podRun) program(ns Namespace, id contract.NetnsID) error {
 	gen := c.driftGen.Load() // before Apply, whose read-back is the verification
 	applied := c.now()
 	res, err := r.apply(ns, r.sp.cfg)
+	if fe := (*ForeignRulesError)(nil); errors.As(err, &fe) {
+		return r.refuse(EventForeignRules, reasonForeign, fe.Reason)
+	}
 	if err != nil {
 		return r.retry(applyReason(err), err)
 	}

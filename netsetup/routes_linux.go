@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/redhat-cop/istio-pod-network-controller/internal/nlbuf"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
@@ -213,7 +214,9 @@ func countRules(mark uint32, table int) (int, error) {
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return 0, fmt.Errorf("list rules: %w", err)
 	}
-	buf := make([]byte, 32<<10)
+	bp := nlbuf.Get()
+	defer nlbuf.Put(bp)
+	buf := *bp
 	count := 0
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)

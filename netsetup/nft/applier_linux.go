@@ -28,7 +28,9 @@ func NewApplier() *Applier { return &Applier{plans: map[string]*plan{}} }
 // Apply makes ns hold exactly the nftables rules and routes of cfg: it reads our tables back and
 // when they differ from the model replaces them in one atomic netlink batch, then reads them back
 // again, and the read-back must equal the model. Applying the same configuration again writes
-// nothing. key (the pod UID) is unused: nf_tables transactions need no lock file.
+// nothing. First, in the same entry into ns and on the same socket, it looks for iptables rules
+// (as Foreign does) and when there are any writes nothing and fails with a *ForeignError. key
+// (the pod UID) is unused: nf_tables transactions need no lock file.
 func (a *Applier) Apply(ctx context.Context, ns netsetup.Namespace, key string, cfg *rules.Config) (netsetup.Result, error) {
 	return a.sync(ns, cfg, true)
 }
@@ -54,6 +56,15 @@ func (a *Applier) sync(ns netsetup.Namespace, cfg *rules.Config, write bool) (ne
 			return err
 		}
 		defer nc.Close()
+		if write {
+			reason, err := foreign(nc)
+			if err != nil {
+				return fmt.Errorf("look for iptables rules: %w", err)
+			}
+			if reason != "" {
+				return &ForeignError{Reason: reason}
+			}
+		}
 		changed, err := syncTables(nc, p.m, write)
 		if err != nil {
 			return err

@@ -152,6 +152,18 @@ func TestForeignRules(t *testing.T) {
 			if err != nil || found != (c.want != "") {
 				t.Fatalf("ForeignRules = %v, %v", found, err)
 			}
+			// Apply makes the same check in its own entry and writes nothing when it finds any.
+			_, err = a.Apply(ctx, h, "pod", rules.Default())
+			var fe *ForeignError
+			if got := errors.As(err, &fe); got != (c.want != "") || (got && fe.Reason != reason) {
+				t.Fatalf("Apply: %v, want a ForeignError %v with reason %q", err, c.want != "", reason)
+			}
+			if c.want == "" && err != nil {
+				t.Fatal(err)
+			}
+			if programmed, err := a.Programmed(ctx, h, "pod"); err != nil || programmed != (c.want == "") {
+				t.Fatalf("Programmed after Apply = %v, %v", programmed, err)
+			}
 			if c.cmd == nil {
 				if names := n.Run(t, "cat", "/proc/net/ip_tables_names"); names != "" {
 					t.Fatalf("probing created legacy tables: %q", names)

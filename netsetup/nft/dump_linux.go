@@ -25,21 +25,25 @@ type rawExpr struct {
 
 // dumpRules dumps every rule of the inet family in one request, by "table chain", in the
 // kernel's order.
-func dumpRules(nc *conn) (map[string][]rawRule, error) {
+func dumpRules(nc *conn) (map[chainRef][]rawRule, error) {
 	replies, err := nc.dump(unix.NFT_MSG_GETRULE)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]rawRule{}
+	out := map[chainRef][]rawRule{}
 	for _, data := range replies {
 		table, chain, r, err := parseRule(data)
 		if err != nil {
 			return nil, err
 		}
-		out[table+" "+chain] = append(out[table+" "+chain], r)
+		k := chainRef{table, chain}
+		out[k] = append(out[k], r)
 	}
 	return out, nil
 }
+
+// chainRef names a chain in the inet family.
+type chainRef struct{ table, chain string }
 
 // walk calls fn for each netlink attribute in b (type without the nested and byte-order flags);
 // it fails on a truncated attribute. It allocates nothing.
@@ -57,14 +61,31 @@ func walk(b []byte, fn func(typ uint16, data []byte) error) error {
 	return nil
 }
 
+// cstring returns the string before b's first NUL. Names a rule dump repeats (our tables, the
+// chains, the expressions' names) are returned from a fixed set without allocating.
 func cstring(b []byte) string {
 	for i, c := range b {
 		if c == 0 {
-			return string(b[:i])
+			b = b[:i]
+			break
 		}
+	}
+	if s, ok := interned[string(b)]; ok {
+		return s
 	}
 	return string(b)
 }
+
+var interned = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range append(ourTables[:len(ourTables):len(ourTables)],
+		chainPrerouting, chainOutput, chainInbound, chainOutputIst, chainOutputDNS, chainRedirect,
+		chainInRedirect, chainDivert, chainTProxy, chainDrop, "bitwise", "cmp", "counter", "ct", "immediate",
+		"lookup", "meta", "payload", "redir", "tproxy", "socket", "range", "fib", "nat", "byteorder", "notrack") {
+		m[s] = s
+	}
+	return m
+}()
 
 func parseRule(data []byte) (table, chain string, r rawRule, err error) {
 	err = walk(data, func(typ uint16, v []byte) error {
@@ -76,6 +97,7 @@ func parseRule(data []byte) (table, chain string, r rawRule, err error) {
 		case unix.NFTA_RULE_USERDATA:
 			r.userdata = v
 		case unix.NFTA_RULE_EXPRESSIONS:
+			r.exprs = make([]rawExpr, 0, 8)
 			return walk(v, func(_ uint16, elem []byte) error {
 				var x rawExpr
 				err := walk(elem, func(t uint16, d []byte) error {

@@ -2,12 +2,12 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
-	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 )
@@ -27,8 +27,12 @@ func (a *Applier) ForeignRules(ctx context.Context, ns netsetup.Namespace, key s
 func (a *Applier) Foreign(ns netsetup.Namespace) (string, error) {
 	var reason string
 	err := ns.Do(func() error {
-		var err error
-		reason, err = foreign()
+		nc, err := dial()
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		reason, err = foreign(nc)
 		return err
 	})
 	if err != nil {
@@ -37,12 +41,14 @@ func (a *Applier) Foreign(ns netsetup.Namespace) (string, error) {
 	return reason, nil
 }
 
-func foreign() (string, error) {
+// foreign looks for iptables rules in the calling thread's namespace, nftables ones on nc.
+func foreign(nc *conn) (string, error) {
 	var found []string
+	var buf [512]byte
 	for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
-		data, err := os.ReadFile("/proc/thread-self/net/" + f)
+		data, err := readProcNet(f, buf[:])
 		if err != nil {
-			continue // the legacy module is not loaded: no legacy table anywhere
+			return "", err
 		}
 		for _, t := range strings.Fields(string(data)) {
 			if slices.Contains(iptablesTables, t) {
@@ -50,24 +56,81 @@ func foreign() (string, error) {
 			}
 		}
 	}
-	conn, err := nftables.New()
-	if err != nil {
-		return "", err
-	}
-	chains, err := conn.ListChains()
+	chains, err := iptablesNftChains(nc)
 	if err != nil {
 		return "", fmt.Errorf("list chains: %w", err)
 	}
-	for _, c := range chains {
-		fam := c.Table.Family
-		if (fam == nftables.TableFamilyIPv4 || fam == nftables.TableFamilyIPv6) &&
-			slices.Contains(iptablesTables, c.Table.Name) && strings.HasPrefix(c.Name, "ISTIO_") {
-			name := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyIPv6: "ip6"}[fam]
-			found = append(found, fmt.Sprintf("iptables-nft chain %s in table %s %s", c.Name, name, c.Table.Name))
-		}
-	}
+	found = append(found, chains...)
 	if len(found) == 0 {
 		return "", nil
 	}
 	return "iptables rules would run alongside the nftables rules: " + strings.Join(found, ", "), nil
+}
+
+// iptablesNftChains names the ISTIO_* chains of iptables-nft (tables nat, mangle and raw of the ip
+// and ip6 families), from one chain dump of every family.
+func iptablesNftChains(nc *conn) ([]string, error) {
+	replies, err := nc.dumpFamily(unix.NFT_MSG_GETCHAIN, unix.NFPROTO_UNSPEC)
+	if err != nil {
+		return nil, err
+	}
+	var found []string
+	for _, data := range replies {
+		var fam string
+		switch data[0] {
+		case unix.NFPROTO_IPV4:
+			fam = "ip"
+		case unix.NFPROTO_IPV6:
+			fam = "ip6"
+		default:
+			continue
+		}
+		var table, chain string
+		err := walk(data[4:], func(typ uint16, v []byte) error {
+			switch typ {
+			case unix.NFTA_CHAIN_TABLE:
+				table = cstring(v)
+			case unix.NFTA_CHAIN_NAME:
+				chain = cstring(v)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(iptablesTables, table) && strings.HasPrefix(chain, "ISTIO_") {
+			found = append(found, fmt.Sprintf("iptables-nft chain %s in table %s %s", chain, fam, table))
+		}
+	}
+	return found, nil
+}
+
+// readProcNet reads /proc/thread-self/net/name (the calling thread's namespace) into buf with
+// three system calls: these are seq files, whose read returns less than asked only at its end.
+// A file that does not exist (the legacy module is not loaded) is nil data and no error; any
+// other failure, or a file longer than buf, is an error: the check fails closed.
+func readProcNet(name string, buf []byte) ([]byte, error) {
+	path := "/proc/thread-self/net/" + name
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	for n := 0; ; {
+		m, err := unix.Read(fd, buf[n:])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		n += m
+		if m == 0 || n < len(buf) {
+			return buf[:n], nil
+		}
+		return nil, fmt.Errorf("read %s: longer than %d bytes", path, len(buf))
+	}
 }

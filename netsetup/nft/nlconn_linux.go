@@ -2,11 +2,13 @@ package nft
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/redhat-cop/istio-pod-network-controller/internal/nlbuf"
 )
 
 // conn is a netfilter netlink socket used with plain blocking system calls on the calling (locked)
@@ -15,7 +17,7 @@ import (
 type conn struct {
 	fd  int
 	seq uint32
-	buf []byte
+	buf *[]byte // lent by nlbuf until Close
 }
 
 // defaultSndbuf is below the kernel's default socket send buffer (net.core.wmem_default).
@@ -31,24 +33,35 @@ func dial() (*conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind netfilter netlink: %w", err)
 	}
-	return &conn{fd: fd, buf: make([]byte, 64<<10)}, nil
+	return &conn{fd: fd, buf: nlbuf.Get()}, nil
 }
 
 // Close closes the socket.
-func (c *conn) Close() error { return unix.Close(c.fd) }
+func (c *conn) Close() error {
+	nlbuf.Put(c.buf)
+	c.buf = nil
+	return unix.Close(c.fd)
+}
 
 // send numbers and writes msgs in one sendmsg; it returns the last sequence number.
 func (c *conn) send(msgs []netlink.Message) (uint32, error) {
-	var out []byte
+	size := 0
+	for i := range msgs {
+		size += nlmsgAlign(unix.NLMSG_HDRLEN + len(msgs[i].Data))
+	}
+	out := make([]byte, 0, size)
 	for i := range msgs {
 		c.seq++
-		msgs[i].Header.Sequence = c.seq
-		msgs[i].Header.Length = uint32(unix.NLMSG_HDRLEN + len(msgs[i].Data))
-		b, err := msgs[i].MarshalBinary()
-		if err != nil {
-			return 0, err
-		}
-		out = append(out, b...)
+		h := &msgs[i].Header
+		h.Sequence = c.seq
+		h.Length = uint32(unix.NLMSG_HDRLEN + len(msgs[i].Data))
+		out = binary.NativeEndian.AppendUint32(out, h.Length)
+		out = binary.NativeEndian.AppendUint16(out, uint16(h.Type))
+		out = binary.NativeEndian.AppendUint16(out, uint16(h.Flags))
+		out = binary.NativeEndian.AppendUint32(out, h.Sequence)
+		out = binary.NativeEndian.AppendUint32(out, h.PID)
+		out = append(out, msgs[i].Data...)
+		out = out[:nlmsgAlign(len(out))] // zero padding: the capacity is fresh
 	}
 	if len(out) > defaultSndbuf {
 		// A batch must arrive in one message; nft raises the buffer the same way.
@@ -67,36 +80,81 @@ func (c *conn) send(msgs []netlink.Message) (uint32, error) {
 func (c *conn) receive(done func(m netlink.Message) bool) ([]netlink.Message, error) {
 	var out []netlink.Message
 	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		reads, err := c.read()
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return nil, fmt.Errorf("netlink receive: %w", err)
+			return nil, err
 		}
-		// One copy per read (the buffer is reused by the next read): the messages are slices of it.
-		for b := append([]byte(nil), c.buf[:n]...); len(b) >= unix.NLMSG_HDRLEN; {
-			l := int(binary.NativeEndian.Uint32(b[:4]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return nil, fmt.Errorf("netlink receive: malformed message of %d bytes", l)
-			}
-			var m netlink.Message
-			if err := m.UnmarshalBinary(b[:l]); err != nil {
-				return nil, err
-			}
-			b = b[min(nlmsgAlign(l), len(b)):]
-			if m.Header.Type == netlink.Error && len(m.Data) >= 4 {
-				if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
-					return nil, fmt.Errorf("netlink: %w", unix.Errno(-errno))
+		for _, b := range reads {
+			for len(b) >= unix.NLMSG_HDRLEN {
+				l := int(binary.NativeEndian.Uint32(b[:4]))
+				if l < unix.NLMSG_HDRLEN || l > len(b) {
+					return nil, fmt.Errorf("netlink receive: malformed message of %d bytes", l)
+				}
+				var m netlink.Message
+				if err := m.UnmarshalBinary(b[:l]); err != nil {
+					return nil, err
+				}
+				b = b[min(nlmsgAlign(l), len(b)):]
+				if m.Header.Type == netlink.Error && len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno != 0 {
+						return nil, fmt.Errorf("netlink: %w", unix.Errno(-errno))
+					}
+				}
+				if done(m) {
+					return out, nil
+				}
+				if m.Header.Type != netlink.Error {
+					out = append(out, m)
 				}
 			}
-			if done(m) {
-				return out, nil
-			}
-			if m.Header.Type != netlink.Error {
-				out = append(out, m)
-			}
 		}
+	}
+}
+
+// mmsghdr is struct mmsghdr of recvmmsg(2) (x/sys/unix has the call's number, not the type).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+}
+
+// read waits for the next socket buffer and takes the ones queued behind it as well, in one
+// recvmmsg(2) with MSG_WAITFORONE: a dump's last data and its NLMSG_DONE (queued by the kernel
+// while the data is read) arrive in one system call instead of two. Each half of c.buf takes one
+// (a dump's buffers are at most 32 KiB); the results are one copy, reused by no later read.
+func (c *conn) read() ([][]byte, error) {
+	const parts = 2
+	half := len(*c.buf) / parts
+	var iov [parts]unix.Iovec
+	var hdrs [parts]mmsghdr
+	for i := range parts {
+		iov[i].Base = &(*c.buf)[i*half]
+		iov[i].SetLen(half)
+		hdrs[i].hdr.Iov = &iov[i]
+		hdrs[i].hdr.SetIovlen(1)
+	}
+	for {
+		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&hdrs[0])), parts, unix.MSG_WAITFORONE, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return nil, fmt.Errorf("netlink receive: %w", errno)
+		}
+		total := 0
+		for i := range int(r) {
+			if hdrs[i].hdr.Flags&unix.MSG_TRUNC != 0 {
+				return nil, fmt.Errorf("netlink receive: a reply longer than %d bytes", half)
+			}
+			total += int(hdrs[i].len)
+		}
+		all := make([]byte, 0, total)
+		out := make([][]byte, int(r))
+		for i := range out {
+			start := len(all)
+			all = append(all, (*c.buf)[i*half:i*half+int(hdrs[i].len)]...)
+			out[i] = all[start:len(all):len(all)]
+		}
+		return out, nil
 	}
 }
 
@@ -104,9 +162,19 @@ func nlmsgAlign(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_
 
 // dump sends one dump request of type typ for the inet family and returns the replies' attributes.
 func (c *conn) dump(typ uint16) ([][]byte, error) {
+	replies, err := c.dumpFamily(typ, unix.NFPROTO_INET)
+	for i := range replies {
+		replies[i] = replies[i][4:]
+	}
+	return replies, err
+}
+
+// dumpFamily sends one dump request of type typ for family (NFPROTO_UNSPEC: every family) and
+// returns the replies' data, each starting with its nfgenmsg (the object's family first).
+func (c *conn) dumpFamily(typ uint16, family uint8) ([][]byte, error) {
 	seq, err := c.send([]netlink.Message{{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: netlink.Request | netlink.Dump},
-		Data:   nfgen(unix.NFPROTO_INET),
+		Data:   nfgen(family),
 	}})
 	if err != nil {
 		return nil, err
@@ -118,7 +186,7 @@ func (c *conn) dump(typ uint16) ([][]byte, error) {
 	out := make([][]byte, 0, len(msgs))
 	for _, m := range msgs {
 		if m.Header.Sequence == seq && len(m.Data) >= 4 {
-			out = append(out, m.Data[4:])
+			out = append(out, m.Data)
 		}
 	}
 	return out, nil

@@ -129,7 +129,7 @@ func readState(nc *conn) (State, error) {
 	return st, nil
 }
 
-func readTable(name string, chains []rawChain, rules map[string][]rawRule) (TableState, error) {
+func readTable(name string, chains []rawChain, rules map[chainRef][]rawRule) (TableState, error) {
 	ts := TableState{Name: name}
 	var sets map[string]string
 	for _, c := range chains {
@@ -137,7 +137,7 @@ func readTable(name string, chains []rawChain, rules map[string][]rawRule) (Tabl
 			continue
 		}
 		cs := ChainState{Name: c.name, Hook: c.hook}
-		for _, r := range rules[name+" "+c.name] {
+		for _, r := range rules[chainRef{name, c.name}] {
 			if sets == nil && r.hasLookup {
 				var err error
 				if sets, err = readSets(name); err != nil {
