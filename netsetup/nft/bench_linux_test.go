@@ -20,9 +20,11 @@ import (
 //
 // Namespace creation is not timed; opening it is.
 
-// BenchmarkNftApply: the whole nftables apply per pod: open the namespace, enter it, open the
-// netlink sockets, read our tables (none), one batch, read back and compare with the model's
-// canonical form (cached: computed once per configuration), routes (none for REDIRECT IPv4).
+// BenchmarkNftApply: the whole nftables apply per pod, as the controller makes it: open the
+// namespace, enter it, open the netfilter socket, the probe for iptables rules (legacy tables in
+// /proc, iptables-nft chains in one chain dump), read our tables (none), one batch, read back and
+// compare with the model's canonical form (cached: computed once per configuration), the routes
+// (for REDIRECT IPv4: the proof that no TPROXY policy rule is left, one rule dump), leave.
 func BenchmarkNftApply(b *testing.B) {
 	a := warmApplier(b)
 	testutil.PerPod(b, nil, applyTypical(a))
@@ -136,9 +138,11 @@ func istioIptables(b *testing.B, native bool) {
 //
 // nftables is our whole nftables apply (BenchmarkNftApply). Inside its timer: open the namespace's
 // file, generate the rule set and its hash, look up its cached canonical form and encoded batch,
-// enter the namespace on a locked thread, open one netfilter netlink socket, dump our tables (none),
-// send the one batch, read the tables back (tables, chains and rules dumps) and compare them with
-// the canonical form, check the routes (one rule dump: no TPROXY rule left), leave the namespace.
+// enter the namespace on a locked thread, open one netfilter netlink socket, look for iptables
+// rules (ip_tables_names and ip6_tables_names in /proc, one chain dump of every family: the
+// controller makes no other entry for it), dump our tables (none), send the one batch, read the
+// tables back (tables, chains and rules dumps) and compare them with the canonical form, check
+// the routes (one rule dump: no TPROXY rule left), leave the namespace.
 // iptables is our iptables apply (netsetup.Applier, the node's backend: probe, one
 // iptables-restore, read-back verify, routes). istio-native-nftables and istio-iptables are
 // Istio's `pilot-agent istio-iptables` with and without --native-nftables, through `ip netns exec`

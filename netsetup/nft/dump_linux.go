@@ -80,7 +80,7 @@ var interned = func() map[string]string {
 	m := map[string]string{}
 	for _, s := range append(ourTables[:len(ourTables):len(ourTables)],
 		chainPrerouting, chainOutput, chainInbound, chainOutputIst, chainOutputDNS, chainRedirect,
-		chainInRedirect, chainDivert, chainTProxy, chainDrop, "bitwise", "cmp", "counter", "ct", "immediate",
+		chainInRedirect, chainDivert, chainTProxy, chainDrop, "nat", "filter", "route", "bitwise", "cmp", "counter", "ct", "immediate",
 		"lookup", "meta", "payload", "redir", "tproxy", "socket", "range", "fib", "nat", "byteorder", "notrack") {
 		m[s] = s
 	}
@@ -222,49 +222,60 @@ func dumpChains(nc *conn) ([]rawChain, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []rawChain
+	out := make([]rawChain, 0, len(replies))
 	for _, data := range replies {
-		ad, err := netlink.NewAttributeDecoder(data)
+		c, err := parseChain(data)
 		if err != nil {
 			return nil, err
-		}
-		ad.ByteOrder = binary.BigEndian
-		var c rawChain
-		var typ, policy string
-		var hook string
-		var prio int32
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_CHAIN_TABLE:
-				c.table = ad.String()
-			case unix.NFTA_CHAIN_NAME:
-				c.name = ad.String()
-			case unix.NFTA_CHAIN_TYPE:
-				typ = ad.String()
-			case unix.NFTA_CHAIN_POLICY:
-				policy = policyNames[ad.Uint32()]
-			case unix.NFTA_CHAIN_HOOK:
-				ad.Nested(func(h *netlink.AttributeDecoder) error {
-					h.ByteOrder = binary.BigEndian
-					for h.Next() {
-						switch h.Type() {
-						case unix.NFTA_HOOK_HOOKNUM:
-							hook = hookNames[h.Uint32()]
-						case unix.NFTA_HOOK_PRIORITY:
-							prio = int32(h.Uint32())
-						}
-					}
-					return nil
-				})
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
-		if hook != "" {
-			c.hook = hookString(typ, hook, prio, policy)
 		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+func parseChain(data []byte) (rawChain, error) {
+	var c rawChain
+	var typ, policy, hook string
+	var prio int32
+	err := walk(data, func(t uint16, v []byte) error {
+		switch t {
+		case unix.NFTA_CHAIN_TABLE:
+			c.table = cstring(v)
+		case unix.NFTA_CHAIN_NAME:
+			c.name = cstring(v)
+		case unix.NFTA_CHAIN_TYPE:
+			typ = cstring(v)
+		case unix.NFTA_CHAIN_POLICY:
+			p, err := getBE32(v)
+			policy = policyNames[p]
+			return err
+		case unix.NFTA_CHAIN_HOOK:
+			return walk(v, func(t uint16, v []byte) error {
+				switch t {
+				case unix.NFTA_HOOK_HOOKNUM:
+					n, err := getBE32(v)
+					hook = hookNames[n]
+					return err
+				case unix.NFTA_HOOK_PRIORITY:
+					n, err := getBE32(v)
+					prio = int32(n)
+					return err
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if hook != "" {
+		c.hook = hookString(typ, hook, prio, policy)
+	}
+	return c, err
+}
+
+// getBE32 reads a big-endian 32-bit netlink attribute.
+func getBE32(v []byte) (uint32, error) {
+	if len(v) != 4 {
+		return 0, fmt.Errorf("netlink attribute of %d bytes, not 4", len(v))
+	}
+	return binary.BigEndian.Uint32(v), nil
 }
