@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -121,6 +122,19 @@ func TestOtherBackendsRulesRefused(t *testing.T) {
 		}
 		expectCalls(t, nf, "nftables", "foreign cookie:4097")
 		expectCalls(t, f.applier, "iptables")
+	})
+	// The nftables backend looks for iptables rules inside Apply (NftApplier.Apply): its
+	// *ForeignRulesError is the same refusal, not an error to retry.
+	t.Run("iptables rules found by the nftables Apply", func(t *testing.T) {
+		pod := meshPod("web", "10.1.0.5")
+		f := newSandboxed(t, pod)
+		nf := withBackends(f, contract.BackendNftables)
+		reason := "network namespace /run/netns/fake-4097: legacy ip table nat (two rule sets would both be live)"
+		nf.applyErrs = []error{fmt.Errorf("wrapped: %w", &ForeignRulesError{Reason: reason})}
+		f.mustSync(pod)
+		f.expectPatch(pod, statusPatch(contract.StatusFailed, reason))
+		f.expectEvents("Warning ForeignRules: " + reason)
+		expectCalls(t, nf, "nftables", "foreign cookie:4097", "apply cookie:4097 "+hashIn(t, contract.BackendNftables, pod))
 	})
 }
 
