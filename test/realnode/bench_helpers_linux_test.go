@@ -30,6 +30,7 @@ type podTimes struct {
 	ipSeen, readySeen          time.Time      // watch arrival: pod IP, our ready annotation
 	programmed                 programmedLine // the controller's "Programmed" line
 	started, finished, createD map[string]time.Time
+	logFirst, logLast          map[string]time.Time // CRI log: the container's first and last line read
 }
 
 // watch records, per pod of the benchmark's namespace, when a watch first saw its IP and our ready
@@ -179,6 +180,7 @@ func (bn *benchNode) criTimes(b *testing.B, pt *podTimes, uid string) {
 		b.Fatal(err)
 	}
 	pt.createD, pt.started, pt.finished = map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
+	pt.logFirst, pt.logLast = map[string]time.Time{}, map[string]time.Time{}
 	for _, id := range strings.Fields(string(raw)) {
 		st, err := bn.n.Crictl(ctx, "inspect", "-o", "json", id)
 		if err != nil {
@@ -192,6 +194,7 @@ func (bn *benchNode) criTimes(b *testing.B, pt *podTimes, uid string) {
 				CreatedAt  string `json:"createdAt"`
 				StartedAt  string `json:"startedAt"`
 				FinishedAt string `json:"finishedAt"`
+				LogPath    string `json:"logPath"`
 			} `json:"status"`
 		}
 		if err := json.Unmarshal(st, &c); err != nil {
@@ -201,10 +204,33 @@ func (bn *benchNode) criTimes(b *testing.B, pt *podTimes, uid string) {
 		pt.createD[name] = criTime(b, c.Status.CreatedAt)
 		pt.started[name] = criTime(b, c.Status.StartedAt)
 		pt.finished[name] = criTime(b, c.Status.FinishedAt)
+		pt.logFirst[name], pt.logLast[name] = logSpan(c.Status.LogPath)
 	}
 	bn.mu.Lock()
 	pt.ipSeen, pt.readySeen = bn.ipSeen[pt.name], bn.rdySeen[pt.name]
 	bn.mu.Unlock()
+}
+
+// logSpan returns the times of the first and last line of a CRI container log ("<RFC 3339 time>
+// <stream> <P|F> <text>" per line, the time when the runtime read the line from the container's
+// pipe); zero times when the log cannot be read or is empty.
+func logSpan(path string) (first, last time.Time) {
+	data, err := os.ReadFile(path)
+	if err != nil || path == "" {
+		return first, last
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		ts, _, _ := strings.Cut(line, " ")
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		if first.IsZero() {
+			first = t
+		}
+		last = t
+	}
+	return first, last
 }
 
 // criTime parses crictl's times: nanoseconds since the epoch, or RFC 3339 with nanoseconds.

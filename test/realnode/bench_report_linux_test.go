@@ -47,6 +47,9 @@ func phases(v variant) []phase {
 		ps = append(ps,
 			phase{"sandbox created → " + w + " started (CRI)", func(p podTimes) (time.Duration, bool) { return span(p.sandbox, p.started[w]) }},
 			phase{w + " run: started → exited (CRI)", func(p podTimes) (time.Duration, bool) { return span(p.started[w], p.finished[w]) }},
+			phase{"  started (CRI) → its first log line read", func(p podTimes) (time.Duration, bool) { return span(p.started[w], p.logFirst[w]) }},
+			phase{"  its first → last log line read", func(p podTimes) (time.Duration, bool) { return span(p.logFirst[w], p.logLast[w]) }},
+			phase{"  its last log line read → exited (CRI)", func(p podTimes) (time.Duration, bool) { return span(p.logLast[w], p.finished[w]) }},
 			phase{w + " exited → app started (container starts: migrate, app)", func(p podTimes) (time.Duration, bool) { return span(p.finished[w], p.started["app"]) }},
 		)
 	} else {
@@ -85,7 +88,7 @@ func (bn *benchNode) report(b *testing.B, variants []variant, serial, burst map[
 			name string
 			pts  []podTimes
 		}{{"one at a time", serial[v]}, {"at once", burst[v]}} {
-			fmt.Fprintf(&t, "\n%s, %s (%d pods): p50 / p99 (pods measured)\n", v, run.name, len(run.pts))
+			fmt.Fprintf(&t, "\n%s, %s (%d pods): p50 / p90 / p99 (pods measured)\n", v, run.name, len(run.pts))
 			for _, ph := range phases(v) {
 				var ds []time.Duration
 				for _, p := range run.pts {
@@ -93,7 +96,7 @@ func (bn *benchNode) report(b *testing.B, variants []variant, serial, burst map[
 						ds = append(ds, d)
 					}
 				}
-				fmt.Fprintf(&t, "  %-80s %s / %s (%d)\n", ph.name, ms(percentile(ds, 50)), ms(percentile(ds, 99)), len(ds))
+				fmt.Fprintf(&t, "  %-80s %s / %s / %s (%d)\n", ph.name, ms(percentile(ds, 50)), ms(percentile(ds, 90)), ms(percentile(ds, 99)), len(ds))
 				if v == variantWait && run.name == "one at a time" && strings.HasPrefix(ph.name, "sandbox network up → rules verified") {
 					b.ReportMetric(percentile(ds, 99).Seconds()*1000, "c-network-to-verified-p99-ms")
 				}
