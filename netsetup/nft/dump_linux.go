@@ -81,7 +81,7 @@ var interned = func() map[string]string {
 	for _, s := range append(ourTables[:len(ourTables):len(ourTables)],
 		chainPrerouting, chainOutput, chainInbound, chainOutputIst, chainOutputDNS, chainRedirect,
 		chainInRedirect, chainDivert, chainTProxy, chainDrop, "nat", "filter", "route", "bitwise", "cmp", "counter", "ct", "immediate",
-		"lookup", "meta", "payload", "redir", "tproxy", "socket", "range", "fib", "nat", "byteorder", "notrack") {
+		"lookup", "meta", "payload", "redir", "tproxy", "socket", "range", "fib", "byteorder", "notrack") {
 		m[s] = s
 	}
 	return m

@@ -85,21 +85,12 @@ func iptablesNftChains(nc *conn) ([]string, error) {
 		default:
 			continue
 		}
-		var table, chain string
-		err := walk(data[4:], func(typ uint16, v []byte) error {
-			switch typ {
-			case unix.NFTA_CHAIN_TABLE:
-				table = cstring(v)
-			case unix.NFTA_CHAIN_NAME:
-				chain = cstring(v)
-			}
-			return nil
-		})
+		c, err := parseChain(data[4:])
 		if err != nil {
 			return nil, err
 		}
-		if slices.Contains(iptablesTables, table) && strings.HasPrefix(chain, "ISTIO_") {
-			found = append(found, fmt.Sprintf("iptables-nft chain %s in table %s %s", chain, fam, table))
+		if slices.Contains(iptablesTables, c.table) && strings.HasPrefix(c.name, "ISTIO_") {
+			found = append(found, fmt.Sprintf("iptables-nft chain %s in table %s %s", c.name, fam, c.table))
 		}
 	}
 	return found, nil
@@ -119,18 +110,15 @@ func readProcNet(name string, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer unix.Close(fd)
-	for n := 0; ; {
-		m, err := unix.Read(fd, buf[n:])
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		n += m
-		if m == 0 || n < len(buf) {
-			return buf[:n], nil
-		}
-		return nil, fmt.Errorf("read %s: longer than %d bytes", path, len(buf))
+	n, err := unix.Read(fd, buf)
+	for errors.Is(err, unix.EINTR) {
+		n, err = unix.Read(fd, buf)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if n == len(buf) {
+		return nil, fmt.Errorf("read %s: longer than %d bytes", path, len(buf)-1)
+	}
+	return buf[:n], nil
 }
