@@ -70,6 +70,9 @@ func newNetwork(o Options, v4, v6 netip.Prefix) (*network, error) {
 func (n *network) makeBridge() error {
 	if l, err := netlink.LinkByName(n.bridge); err == nil {
 		links, err := netlink.LinkList()
+		for i := 0; i < 3 && errors.Is(err, netlink.ErrDumpInterrupted); i++ { // links changed meanwhile
+			links, err = netlink.LinkList()
+		}
 		if err != nil {
 			return fmt.Errorf("kubelet: list links: %w", err)
 		}
@@ -84,6 +87,9 @@ func (n *network) makeBridge() error {
 		}
 	}
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	for i := 0; i < 3 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+		addrs, err = netlink.AddrList(nil, netlink.FAMILY_ALL)
+	}
 	if err != nil {
 		return fmt.Errorf("kubelet: list addresses: %w", err)
 	}
