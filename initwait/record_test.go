@@ -20,6 +20,7 @@ type fakeRecord struct {
 	err      error
 	watchErr error
 	notify   func()
+	watches  int // calls of Watch
 }
 
 var _ RecordSource = (*fakeRecord)(nil)
@@ -33,6 +34,7 @@ func (f *fakeRecord) Read() (string, error) {
 func (f *fakeRecord) Watch(_ context.Context, notify func()) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.watches++
 	if f.watchErr != nil {
 		return f.watchErr
 	}

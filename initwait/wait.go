@@ -191,10 +191,19 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 	w.log.Info("waiting for the controller to program this pod's network namespace",
 		"annotationsFile", w.cfg.AnnotationsFile, "netns", self.String(), "uid", os.Getuid(), "gid", os.Getgid(), "timeout", timeoutText, "releaseRecord", w.cfg.Record != nil)
 
+	// First one look without watching anything: when the controller verified the rules before
+	// this container started (the usual case with local discovery), the pod is released without
+	// ever creating an inotify instance. Closing one that had a watch, which the kernel does at
+	// exit, waits for an SRCU grace period of the whole node's fsnotify marks: 4–20 ms between
+	// the last log line and the exit (docs/wait.md).
+	if code, done := w.step(ctx, true); done {
+		return code
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	clock := w.cfg.Clock
-	recChanges := w.watchRecord(ctx) // subscribed before the first read: no change is lost
+	// Subscribed before the loop's first read: a change after the look above is seen there.
+	recChanges := w.watchRecord(ctx)
 	changes := watchFile(ctx, w.cfg.AnnotationsFile, w.cfg.ForcePoll, w.cfg.PollInterval, w.log)
 	var timeout <-chan time.Time
 	if w.cfg.Timeout > 0 {
@@ -203,7 +212,7 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 	progress := clock.After(w.cfg.ProgressInterval)
 	retest := clock.After(w.cfg.RetestInterval)
 	start := clock.Now()
-	force := true
+	force := false // the look above acted on the content it read
 	for {
 		if code, done := w.step(ctx, force); done {
 			return code

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os"
@@ -55,27 +56,48 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestFlagsReachRun checks that the flags are wired: a failed annotation in the given file ends with
+// TestFlagsReachRun checks that the flags are wired: the wait reads the given file (pending at
+// first: it logs so) and, with --poll, polls it; a failed annotation written there then ends it with
 // exit 4 and the reason in the given termination-message file.
 func TestFlagsReachRun(t *testing.T) {
 	dir := t.TempDir()
+	podinfo := filepath.Join(dir, "podinfo")
 	term := filepath.Join(dir, "termination-log")
 	reason := `annotation sidecar.istio.io/interceptionMode: "BOGUS" is not REDIRECT, TPROXY or NONE`
-	if err := waittest.WriteAnnotations(filepath.Join(dir, "podinfo"), map[string]string{
-		contract.KeyStatus: string(contract.StatusFailed), contract.KeyReason: reason,
-	}); err != nil {
+	if err := waittest.WriteAnnotations(podinfo, map[string]string{contract.KeyStatus: string(contract.StatusPending)}); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr := runMain("--annotations-file", filepath.Join(dir, "podinfo", "annotations"),
-		"--termination-message-path", term, "--timeout", "1h", "--poll")
-	if code != int(initwait.ExitFailed) {
-		t.Fatalf("exit %d, want %d; stderr:\n%s", code, initwait.ExitFailed, stderr)
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int, 1)
+	go func() {
+		var out bytes.Buffer
+		done <- run(context.Background(), []string{"--annotations-file", filepath.Join(podinfo, "annotations"),
+			"--termination-message-path", term, "--timeout", "1h", "--poll"}, &out, wr)
+		wr.Close()
+	}()
+	var stderr strings.Builder
+	lines := bufio.NewScanner(r)
+	for lines.Scan() {
+		stderr.WriteString(lines.Text() + "\n")
+		if strings.Contains(lines.Text(), "the controller reports pending") {
+			if err := waittest.WriteAnnotations(podinfo, map[string]string{
+				contract.KeyStatus: string(contract.StatusFailed), contract.KeyReason: reason,
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if code := <-done; code != int(initwait.ExitFailed) {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, initwait.ExitFailed, stderr.String())
 	}
 	if msg, _ := os.ReadFile(term); !strings.Contains(string(msg), reason) {
 		t.Errorf("termination message %q does not hold the reason", msg)
 	}
-	if !strings.Contains(stderr, "inotify disabled by option") || !strings.Contains(stderr, "timeout=1h0m0s") {
-		t.Errorf("--poll or --timeout did not reach Run; stderr:\n%s", stderr)
+	if !strings.Contains(stderr.String(), "inotify disabled by option") || !strings.Contains(stderr.String(), "timeout=1h0m0s") {
+		t.Errorf("--poll or --timeout did not reach Run; stderr:\n%s", stderr.String())
 	}
 }
 
