@@ -186,8 +186,8 @@ func (a *Applier) Programmed(ctx context.Context, ns netsetup.Namespace, key str
 		if err != nil {
 			return fmt.Errorf("list inet tables: %w", err)
 		}
-		for _, name := range ourTables {
-			found = found || slices.Contains(tables, name)
+		for _, t := range tables {
+			found = found || slices.Contains(ourTables, t.name)
 		}
 		return nil
 	})

@@ -180,28 +180,37 @@ func describeLookup(data []byte, sets map[string]string) (string, error) {
 	return fmt.Sprintf("lookup %s %s", strings.Join(rest, ","), elems), nil
 }
 
-// dumpTables lists the names of the inet tables.
-func dumpTables(nc *conn) ([]string, error) {
+// rawTable is one inet table as the kernel dumps it.
+type rawTable struct {
+	name  string
+	flags uint32 // NFTA_TABLE_FLAGS: dormant, owner, persist
+}
+
+// dumpTables lists the inet tables.
+func dumpTables(nc *conn) ([]rawTable, error) {
 	replies, err := nc.dump(unix.NFT_MSG_GETTABLE)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
+	tables := make([]rawTable, 0, len(replies))
 	for _, data := range replies {
-		ad, err := netlink.NewAttributeDecoder(data)
+		var t rawTable
+		err := walk(data, func(typ uint16, v []byte) error {
+			var err error
+			switch typ {
+			case unix.NFTA_TABLE_NAME:
+				t.name = cstring(v)
+			case unix.NFTA_TABLE_FLAGS:
+				t.flags, err = getBE32(v)
+			}
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_TABLE_NAME {
-				names = append(names, ad.String())
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, err
-		}
+		tables = append(tables, t)
 	}
-	return names, nil
+	return tables, nil
 }
 
 // rawChain is one chain as the kernel dumps it; hook is "" for a regular chain.

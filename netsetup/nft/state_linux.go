@@ -22,7 +22,10 @@ type State []TableState
 
 // TableState is one table of a State.
 type TableState struct {
-	Name   string
+	Name string
+	// Flags are the table's NFTA_TABLE_FLAGS: 0 as nft -f of Istio's text makes it; a dormant
+	// table (flag 0x1) keeps its rules but hooks none of them.
+	Flags  uint32
 	Chains []ChainState
 }
 
@@ -48,6 +51,9 @@ func (s State) Equal(o State) (bool, string) {
 		return false, fmt.Sprintf("tables %v, want %v", names(o), names(s))
 	}
 	for i, t := range s {
+		if t.Flags != o[i].Flags {
+			return false, fmt.Sprintf("table inet %s: flags %s, want %s", t.Name, tableFlagsText(o[i].Flags), tableFlagsText(t.Flags))
+		}
 		if ok, diff := t.equal(o[i]); !ok {
 			return false, "table inet " + t.Name + ": " + diff
 		}
@@ -82,6 +88,20 @@ func (t TableState) equal(o TableState) (bool, string) {
 	return true, ""
 }
 
+// tableFlagsText is flags in hex with the names of the known ones (linux/netfilter/nf_tables.h).
+func tableFlagsText(flags uint32) string {
+	if flags == 0 {
+		return "0"
+	}
+	var names []string
+	for i, n := range []string{"dormant", "owner", "persist"} {
+		if flags&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return fmt.Sprintf("%#x (%s)", flags, strings.Join(names, ", "))
+}
+
 func chainNames(cs []ChainState) string {
 	n := make([]string, len(cs))
 	for i, c := range cs {
@@ -101,10 +121,10 @@ func readState(nc *conn) (State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list inet tables: %w", err)
 	}
-	var present []string
+	var present []rawTable
 	for _, name := range ourTables {
-		if slices.Contains(tables, name) {
-			present = append(present, name)
+		if i := slices.IndexFunc(tables, func(t rawTable) bool { return t.name == name }); i >= 0 {
+			present = append(present, tables[i])
 		}
 	}
 	if len(present) == 0 {
@@ -119,11 +139,12 @@ func readState(nc *conn) (State, error) {
 		return nil, fmt.Errorf("list inet rules: %w", err)
 	}
 	st := make(State, 0, len(present))
-	for _, name := range present {
-		ts, err := readTable(name, chains, rules)
+	for _, t := range present {
+		ts, err := readTable(t.name, chains, rules)
 		if err != nil {
-			return nil, fmt.Errorf("table inet %s: %w", name, err)
+			return nil, fmt.Errorf("table inet %s: %w", t.name, err)
 		}
+		ts.Flags = t.flags
 		st = append(st, ts)
 	}
 	return st, nil
