@@ -95,7 +95,7 @@ func TestDriftDetectedAndRepaired(t *testing.T) {
 		"foreign chain": {[]string{"nft", "add", "chain", "inet", "istio-proxy-nat", "extra"}, "chains"},
 		"rule changed": {[]string{"sh", "-c", "nft flush chain inet istio-proxy-nat istio-in-redirect && " +
 			"nft add rule inet istio-proxy-nat istio-in-redirect meta l4proto tcp counter redirect to :15007"}, "istio-in-redirect: rule 0 differs"},
-		"route gone": {[]string{"ip", "rule", "del", "fwmark", "1337", "lookup", "133"}, "IPv4"},
+		"route gone":    {[]string{"ip", "rule", "del", "fwmark", "1337", "lookup", "133"}, "IPv4"},
 		"table dormant": {[]string{"nft", "add", "table", "inet", "istio-proxy-nat", "{", "flags", "dormant", ";", "}"}, "table inet istio-proxy-nat: flags"},
 	}
 	for name, d := range drifts {
