@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/redhat-cop/istio-pod-network-controller/internal/procnet"
 	"github.com/redhat-cop/istio-pod-network-controller/internal/scratchns"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
@@ -32,7 +33,7 @@ type system struct {
 	run     runner
 	scratch func(fn func() (string, error)) (string, error) // fn on a thread in a new, empty network namespace
 	routes  func(r rules.Routes, write bool) (bool, error)  // syncRoutes in the calling thread's namespace
-	tables  func(f rules.Family) []string                   // legacyTables of the calling thread's namespace
+	tables  func(f rules.Family) ([]string, error)          // legacyTables of the calling thread's namespace
 }
 
 // hostSystem is the real node.
@@ -197,8 +198,12 @@ func (a *Applier) save(ctx context.Context, tl tools, f rules.Family) (string, e
 	if !tl.userns || a.backend != BackendLegacy {
 		return tl.run(ctx, tl.env, "", binary(a.backend, f, "save"))
 	}
+	tables, err := a.tables(f)
+	if err != nil {
+		return "", err
+	}
 	var out strings.Builder
-	for _, table := range a.tables(f) {
+	for _, table := range tables {
 		s, err := tl.run(ctx, tl.env, "", binary(a.backend, f, "save"), "-t", table)
 		if err != nil {
 			return "", err
@@ -208,17 +213,13 @@ func (a *Applier) save(ctx context.Context, tl tools, f rules.Family) (string, e
 	return out.String(), nil
 }
 
-// legacyTables lists the legacy tables that exist in the calling thread's network namespace.
-func legacyTables(f rules.Family) []string {
-	names := "/proc/thread-self/net/ip_tables_names"
+// legacyTables lists the legacy tables that exist in the calling thread's network namespace: none
+// when the module is not loaded; an unreadable list is an error, never taken for none.
+func legacyTables(f rules.Family) ([]string, error) {
 	if f == rules.IPv6 {
-		names = "/proc/thread-self/net/ip6_tables_names"
+		return procnet.LegacyTables(procnet.Table6Names)
 	}
-	data, err := os.ReadFile(names)
-	if err != nil {
-		return nil // module not loaded: no table
-	}
-	return strings.Fields(string(data))
+	return procnet.LegacyTables(procnet.TableNames)
 }
 
 // Live returns iptables-save's output for each family in ns (for inspect).
@@ -248,8 +249,14 @@ func (a *Applier) ForeignRules(ctx context.Context, ns Namespace, key string) (b
 	found := false
 	err := ns.Do(func() error {
 		for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
-			if other == BackendLegacy && len(a.tables(f)) == 0 {
-				continue // never create legacy tables in a pod that has none
+			if other == BackendLegacy {
+				tables, err := a.tables(f)
+				if err != nil {
+					return err
+				}
+				if len(tables) == 0 {
+					continue // never create legacy tables in a pod that has none
+				}
 			}
 			out, err := a.run(ctx, a.env(key), "", binary(other, f, "save"))
 			if err != nil {

@@ -38,7 +38,7 @@ func (n *fakeNode) system() system {
 		},
 		scratch: n.Scratch,
 		routes:  n.syncRoutes,
-		tables:  func(f rules.Family) []string { return n.Current().LegacyTables(f) },
+		tables:  func(f rules.Family) ([]string, error) { return n.Current().LegacyTables(f), nil },
 	}
 }
 

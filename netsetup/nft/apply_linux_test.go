@@ -231,18 +231,3 @@ func TestStrayTProxyRoutingOnRedirectPod(t *testing.T) {
 		})
 	}
 }
-
-// TestReadProcNetFailsClosed: a /proc file that does not exist (the legacy module not loaded) is
-// no data and no error; one longer than the buffer is an error, never a short read taken as all.
-func TestReadProcNetFailsClosed(t *testing.T) {
-	if data, err := readProcNet("no_such_tables_names", make([]byte, 512)); err != nil || data != nil {
-		t.Fatalf("missing file: %q, %v; want nothing and no error", data, err)
-	}
-	if _, err := readProcNet("dev", make([]byte, 8)); err == nil || !strings.Contains(err.Error(), "longer than") {
-		t.Fatalf("a file longer than the buffer: %v, want an error", err)
-	}
-	data, err := readProcNet("dev", make([]byte, 64<<10))
-	if err != nil || !strings.Contains(string(data), "lo:") {
-		t.Fatalf("/proc/thread-self/net/dev: %q, %v", data, err)
-	}
-}

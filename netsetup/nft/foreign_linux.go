@@ -2,13 +2,13 @@ package nft
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/redhat-cop/istio-pod-network-controller/internal/procnet"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 )
 
@@ -44,16 +44,13 @@ func (a *Applier) Foreign(ns netsetup.Namespace) (string, error) {
 // foreign looks for iptables rules in the calling thread's namespace, nftables ones on nc.
 func foreign(nc *conn) (string, error) {
 	var found []string
-	var buf [512]byte
-	for _, f := range []string{"ip_tables_names", "ip6_tables_names"} {
-		data, err := readProcNet(f, buf[:])
+	for _, f := range []string{procnet.TableNames, procnet.Table6Names} {
+		tables, err := procnet.LegacyTables(f, iptablesTables...)
 		if err != nil {
 			return "", err
 		}
-		for _, t := range strings.Fields(string(data)) {
-			if slices.Contains(iptablesTables, t) {
-				found = append(found, "legacy "+strings.TrimSuffix(f, "_tables_names")+" table "+t)
-			}
+		for _, t := range tables {
+			found = append(found, "legacy "+strings.TrimSuffix(f, "_tables_names")+" table "+t)
 		}
 	}
 	chains, err := iptablesNftChains(nc)
@@ -94,31 +91,4 @@ func iptablesNftChains(nc *conn) ([]string, error) {
 		}
 	}
 	return found, nil
-}
-
-// readProcNet reads /proc/thread-self/net/name (the calling thread's namespace) into buf with
-// three system calls: these are seq files, whose read returns less than asked only at its end.
-// A file that does not exist (the legacy module is not loaded) is nil data and no error; any
-// other failure, or a file longer than buf, is an error: the check fails closed.
-func readProcNet(name string, buf []byte) ([]byte, error) {
-	path := "/proc/thread-self/net/" + name
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	defer unix.Close(fd)
-	n, err := unix.Read(fd, buf)
-	for errors.Is(err, unix.EINTR) {
-		n, err = unix.Read(fd, buf)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if n == len(buf) {
-		return nil, fmt.Errorf("read %s: longer than %d bytes", path, len(buf)-1)
-	}
-	return buf[:n], nil
 }
