@@ -34,11 +34,14 @@ type system struct {
 	scratch func(fn func() (string, error)) (string, error) // fn on a thread in a new, empty network namespace
 	routes  func(r rules.Routes, write bool) (bool, error)  // syncRoutes in the calling thread's namespace
 	tables  func(f rules.Family) ([]string, error)          // legacyTables of the calling thread's namespace
+	dormant func(f rules.Family) ([]string, error)          // dormantTables (nft backend) of the calling thread's namespace
+	wake    func(f rules.Family, tables []string) error     // wakeTables in the calling thread's namespace
 }
 
 // hostSystem is the real node.
 func hostSystem() system {
-	return system{run: execTool, scratch: scratchNamespace, routes: syncRoutes, tables: legacyTables}
+	return system{run: execTool, scratch: scratchNamespace, routes: syncRoutes, tables: legacyTables,
+		dormant: dormantTables, wake: wakeTables}
 }
 
 // NewApplier validates opts, detects the backend when it is not given, and creates LockDir.
@@ -169,6 +172,11 @@ func (a *Applier) syncFamily(ctx context.Context, tl tools, rs *rules.RuleSet, f
 	if !write {
 		return false, fmt.Errorf("%w: %s: %s", ErrDrift, f, diff)
 	}
+	if sleeping := have.Dormant(); len(sleeping) > 0 {
+		if err := a.wake(f, sleeping); err != nil {
+			return false, err
+		}
+	}
 	tx := Transaction(rs, f, have)
 	if _, err := tl.run(ctx, tl.env, tx, binary(a.backend, f, "restore"), "--noflush", "--wait=10"); err != nil {
 		return false, err
@@ -188,7 +196,20 @@ func (a *Applier) probe(ctx context.Context, tl tools, f rules.Family) (State, e
 	if err != nil {
 		return nil, err
 	}
-	return ParseSave(out)
+	st, err := ParseSave(out)
+	if err != nil || a.backend != BackendNFT {
+		return st, err
+	}
+	sleeping, err := a.dormant(f)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range sleeping {
+		if t := st[name]; t != nil {
+			t.IsDormant = true
+		}
+	}
+	return st, nil
 }
 
 // save runs iptables-save for family f. Inside a pod's user namespace, legacy iptables-save cannot

@@ -254,3 +254,46 @@ func copyFile(from, to string) error {
 	}
 	return os.WriteFile(to, data, 0o755)
 }
+
+// TestDormantTableIsDrift (nft backend): an nf_tables table of ours made dormant keeps every rule
+// iptables-nft-save prints, but hooks none of them. Verify reports it, naming the table and family;
+// Apply wakes it; a dormant table that holds nothing of ours is not our drift.
+func TestDormantTableIsDrift(t *testing.T) {
+	a := newApplier(t, BackendNFT)
+	ctx := context.Background()
+	cfg := redirectConfig(true)
+	for _, fam := range []struct{ nft, want string }{{"ip", "ipv4: table nat: dormant true"}, {"ip6", "ipv6: table nat: dormant true"}} {
+		t.Run(fam.nft, func(t *testing.T) {
+			n := testutil.NewNetns(t)
+			h := openNS(t, n)
+			if _, err := a.Apply(ctx, h, "pod-d", cfg); err != nil {
+				t.Fatal(err)
+			}
+			want := liveRules(t, n, BackendNFT)
+			n.Run(t, "nft", "add", "table", fam.nft, "other", "{", "flags", "dormant", ";", "}")
+			if _, err := a.Verify(ctx, h, "pod-d", cfg); err != nil {
+				t.Fatalf("verify with a dormant table of nothing of ours: %v", err)
+			}
+			n.Run(t, "nft", "add", "table", fam.nft, "nat", "{", "flags", "dormant", ";", "}")
+			if got := liveRules(t, n, BackendNFT); got != want {
+				t.Fatalf("iptables-nft-save changed when the table went dormant (the test's premise):\n%s", got)
+			}
+			_, err := a.Verify(ctx, h, "pod-d", cfg)
+			if !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), fam.want) {
+				t.Fatalf("verify with a dormant nat table: %v, want ErrDrift naming %q", err, fam.want)
+			}
+			if res, err := a.Apply(ctx, h, "pod-d", cfg); err != nil || !res.Changed {
+				t.Fatalf("repair: %+v, %v", res, err)
+			}
+			if out := n.Run(t, "nft", "list", "table", fam.nft, "nat"); strings.Contains(out, "dormant") {
+				t.Fatalf("still dormant after the repair:\n%s", out)
+			}
+			if _, err := a.Verify(ctx, h, "pod-d", cfg); err != nil {
+				t.Fatalf("verify after the repair: %v", err)
+			}
+			if got := liveRules(t, n, BackendNFT); got != want {
+				t.Fatalf("repaired rules differ:\nwant:\n%s\ngot:\n%s", want, got)
+			}
+		})
+	}
+}

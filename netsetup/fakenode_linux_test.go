@@ -39,6 +39,11 @@ func (n *fakeNode) system() system {
 		scratch: n.Scratch,
 		routes:  n.syncRoutes,
 		tables:  func(f rules.Family) ([]string, error) { return n.Current().LegacyTables(f), nil },
+		// The fake models iptables-save text only, not nf_tables table flags: nothing is dormant.
+		dormant: func(rules.Family) ([]string, error) { return nil, nil },
+		wake: func(f rules.Family, tables []string) error {
+			return fmt.Errorf("wake %s %v: nothing is dormant on the fake", f, tables)
+		},
 	}
 }
 

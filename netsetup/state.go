@@ -17,6 +17,9 @@ type State map[string]*TableState
 type TableState struct {
 	Chains  map[string][]string // ISTIO_* chain -> rules, in order
 	BuiltIn map[string][]string // built-in chain -> our rules in it, in order
+	// IsDormant: with the nft backend, the nf_tables table is dormant (its rules kept, none
+	// hooked; iptables-save does not show it). Never set in a canonical form.
+	IsDormant bool
 }
 
 func (s State) table(name string) *TableState {
@@ -26,6 +29,18 @@ func (s State) table(name string) *TableState {
 		s[name] = t
 	}
 	return t
+}
+
+// Dormant names the tables marked dormant, sorted.
+func (s State) Dormant() []string {
+	var out []string
+	for name, t := range s {
+		if t.IsDormant {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Empty reports whether the state holds nothing of ours.
@@ -127,6 +142,9 @@ func (s State) Equal(o State) (bool, string) {
 		a, b := s[n], o[n]
 		if a == nil || b == nil {
 			return false, fmt.Sprintf("table %s: present in only one", n)
+		}
+		if a.IsDormant != b.IsDormant {
+			return false, fmt.Sprintf("table %s: dormant %t, want %t (an nf_tables table flag: a dormant table's chains hook nothing)", n, b.IsDormant, a.IsDormant)
 		}
 		if d := diffChains("chain", a.Chains, b.Chains); d != "" {
 			return false, "table " + n + ": " + d
