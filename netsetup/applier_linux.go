@@ -197,8 +197,8 @@ func (a *Applier) probe(ctx context.Context, tl tools, f rules.Family) (State, e
 		return nil, err
 	}
 	st, err := ParseSave(out)
-	if err != nil || a.backend != BackendNFT {
-		return st, err
+	if err != nil || a.backend != BackendNFT || len(st) == 0 {
+		return st, err // no table of ours (a fresh pod's first probe): no flag to read
 	}
 	sleeping, err := a.dormant(f)
 	if err != nil {

@@ -11,11 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Read reads /proc/thread-self/net/name (the calling thread's network namespace) into buf with
+// read reads /proc/thread-self/net/name (the calling thread's network namespace) into buf with
 // three system calls: these are seq files, whose read returns less than asked only at its end.
 // A file that does not exist (the legacy module is not loaded) is nil data and no error; any
 // other failure, or a file longer than buf, is an error: a check built on it fails closed.
-func Read(name string, buf []byte) ([]byte, error) {
+func read(name string, buf []byte) ([]byte, error) {
 	path := "/proc/thread-self/net/" + name
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
@@ -49,7 +49,7 @@ const (
 // (filter, nat, mangle, raw, security): 512 bytes hold them all.
 func LegacyTables(file string, only ...string) ([]string, error) {
 	var buf [512]byte
-	data, err := Read(file, buf[:])
+	data, err := read(file, buf[:])
 	if err != nil {
 		return nil, err
 	}

@@ -15,13 +15,13 @@ import (
 // TestReadFailsClosed: a missing file is no data and no error (the module is not loaded); a file
 // longer than the buffer is an error, never a truncated answer.
 func TestReadFailsClosed(t *testing.T) {
-	if data, err := Read("no_such_tables_names", make([]byte, 512)); err != nil || data != nil {
+	if data, err := read("no_such_tables_names", make([]byte, 512)); err != nil || data != nil {
 		t.Fatalf("missing file: %q, %v; want nil, nil", data, err)
 	}
-	if _, err := Read("dev", make([]byte, 8)); err == nil || !strings.Contains(err.Error(), "longer than") {
+	if _, err := read("dev", make([]byte, 8)); err == nil || !strings.Contains(err.Error(), "longer than") {
 		t.Fatalf("file longer than the buffer: %v, want an error saying so", err)
 	}
-	data, err := Read("dev", make([]byte, 64<<10))
+	data, err := read("dev", make([]byte, 64<<10))
 	if err != nil || !strings.Contains(string(data), "lo:") {
 		t.Fatalf("read /proc/thread-self/net/dev: %q, %v", data, err)
 	}
