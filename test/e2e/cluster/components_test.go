@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // TestControllerManagerSchedulerAndNodeIdentity: with Options.ControllerManager and Scheduler, a
@@ -57,16 +58,22 @@ func TestControllerManagerSchedulerAndNodeIdentity(t *testing.T) {
 			t.Errorf("node identity n1 creating Node n2: %v, want Forbidden (NodeRestriction)", err)
 		}
 	}
-	node, err := kubelet.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	// The controller-manager's node controllers update the new Node too (taints, annotations), so
+	// a status update can meet a conflict: re-read and retry, as a kubelet does.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := kubelet.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		now := metav1.Now()
+		node.Status = corev1.NodeStatus{
+			Capacity: capacity, Allocatable: capacity,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
+		}
+		_, err = kubelet.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	now := metav1.Now()
-	node.Status = corev1.NodeStatus{
-		Capacity: capacity, Allocatable: capacity,
-		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}},
-	}
-	if _, err := kubelet.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("node identity n1 updating its status: %v", err)
 	}
 
