@@ -2,10 +2,12 @@ package initwait
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -61,5 +63,40 @@ func TestRedirectTestPassesWhenRedirected(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", []Family{IPv4, IPv6}[i], err)
 		}
+	}
+}
+
+// TestRedirectTestBoundedWhenDropped: when a rule drops the connection (no answer at all), the
+// connect fails at the test's timeout, and a cancelled context ends it sooner.
+func TestRedirectTestBoundedWhenDropped(t *testing.T) {
+	testutil.RequireRoot(t)
+	const v4 = "*filter\n-A OUTPUT -o lo -d 127.0.0.6/32 -p tcp -j DROP\nCOMMIT\n"
+	var timedOut, cancelled error
+	var timedOutAfter, cancelledAfter time.Duration
+	inFreshNetns(t, [][]string{{"ip", "link", "set", "lo", "up"}, {"iptables-nft-restore"}}, []string{"", v4}, func() {
+		r := IstioRedirectTest()
+		r.Timeout = 300 * time.Millisecond
+		start := time.Now()
+		timedOut = r.Test(context.Background(), IPv4)
+		timedOutAfter = time.Since(start)
+
+		r.Timeout = time.Minute
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start = time.Now()
+		cancelled = r.Test(ctx, IPv4)
+		cancelledAfter = time.Since(start)
+	})
+	if timedOut == nil || !strings.Contains(timedOut.Error(), "connection to 127.0.0.6:15002 was not redirected: connect: timed out") {
+		t.Errorf("dropped connection: %v, want a connect timeout", timedOut)
+	}
+	if timedOutAfter < 300*time.Millisecond || timedOutAfter > 30*time.Second {
+		t.Errorf("dropped connection: failed after %v, want at the 300ms timeout", timedOutAfter)
+	}
+	if !errors.Is(cancelled, context.DeadlineExceeded) {
+		t.Errorf("cancelled context: %v, want context.DeadlineExceeded", cancelled)
+	}
+	if cancelledAfter > 30*time.Second {
+		t.Errorf("cancelled context: returned after %v, want soon after the 100ms deadline", cancelledAfter)
 	}
 }

@@ -90,6 +90,12 @@ type Config struct {
 	ReleaseRecord bool
 	// Record is the release record (default NetlinkRecord); unused unless ReleaseRecord.
 	Record RecordSource
+	// Interrupts, when set, is called once when the first look did not release the pod, before
+	// the wait watches anything; the context it returns ends the wait (ExitError) when cancelled,
+	// and stop is called when Run returns. The command passes signal.NotifyContext for SIGTERM and
+	// SIGINT: subscribing to signals starts the runtime's signal thread, which a pod released at
+	// the first look never needs (docs/wait.md).
+	Interrupts func(ctx context.Context) (_ context.Context, stop func())
 }
 
 // Validate reports the first invalid field, naming it and its value.
@@ -196,8 +202,26 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 	// ever creating an inotify instance. Closing one that had a watch, which the kernel does at
 	// exit, waits for an SRCU grace period of the whole node's fsnotify marks: 4–20 ms between
 	// the last log line and the exit (docs/wait.md).
-	if code, done := w.step(ctx, true); done {
-		return code
+	if w.cfg.Interrupts == nil {
+		if code, done := w.step(ctx, true); done {
+			return code
+		}
+	} else {
+		// The look's lines are held until the signals are subscribed: once the wait has logged
+		// the state it waits in, a SIGTERM ends it with ExitError and its reason.
+		held := &heldLog{next: w.log.Handler()}
+		w.log = slog.New(held)
+		code, done := w.step(ctx, true)
+		if !done {
+			var stop func()
+			ctx, stop = w.cfg.Interrupts(ctx)
+			defer stop()
+		}
+		w.log = slog.New(held.next)
+		held.flush(ctx)
+		if done {
+			return code
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -467,3 +467,48 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("minimal config: %v", err)
 	}
 }
+
+// TestInterruptsOnlyWhenWaiting: Config.Interrupts is not called for a pod released at the first
+// look; when the look finds it pending it is called before any line about that state is written,
+// and cancelling the context it returned ends the wait with ExitError, after which its stop ran.
+func TestInterruptsOnlyWhenWaiting(t *testing.T) {
+	var mu sync.Mutex
+	var calls, stops int
+	var cancel context.CancelFunc
+	withHook := func(c *Config) {
+		log := c.Log // the test's logger itself: its lines are never held
+		c.Interrupts = func(ctx context.Context) (context.Context, func()) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			log.Info("interrupts subscribed")
+			ctx, cancel = context.WithCancel(ctx)
+			return ctx, func() { mu.Lock(); stops++; mu.Unlock() }
+		}
+	}
+	counts := func() (int, int) { mu.Lock(); defer mu.Unlock(); return calls, stops }
+
+	h := startRun(t, ready(testSelf.String()), withHook)
+	h.exit(ExitReleased)
+	if c, _ := counts(); c != 0 {
+		t.Errorf("Interrupts called %d times for a pod released at the first look, want 0", c)
+	}
+
+	calls, stops = 0, 0
+	h = startRun(t, map[string]string{contract.KeyStatus: "pending"}, withHook)
+	h.waitLog("reports pending", 1)
+	if c, _ := counts(); c != 1 {
+		t.Fatalf("Interrupts called %d times for a pending pod, want 1", c)
+	}
+	log := h.log.String()
+	if sub, pending := strings.Index(log, "interrupts subscribed"), strings.Index(log, "reports pending"); sub < 0 || sub > pending {
+		t.Errorf("the pending state was logged before the signals were subscribed:\n%s", log)
+	}
+	mu.Lock()
+	cancel()
+	mu.Unlock()
+	h.exit(ExitError)
+	if _, s := counts(); s != 1 {
+		t.Errorf("stop called %d times, want 1", s)
+	}
+}

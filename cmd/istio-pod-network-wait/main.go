@@ -60,10 +60,13 @@ Flags:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// interrupts ends the wait on SIGTERM and SIGINT. It is subscribed only when the first look did
+// not release the pod: until then (a few milliseconds) a signal has its default action.
+func interrupts(ctx context.Context) (context.Context, func()) {
+	return signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 }
 
 // run parses args into an initwait.Config and runs it.
@@ -111,5 +114,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return int(initwait.ExitUsage)
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Interrupts = interrupts
 	return int(initwait.Run(ctx, cfg))
 }
