@@ -20,6 +20,7 @@ var (
 	_ Applier            = NetsetupApplier{}
 	_ LiveReader         = NetsetupApplier{}
 	_ Applier            = NftApplier{}
+	_ NftablesLister     = NftApplier{}
 )
 
 // NetnsFinder adapts *netns.Finder to Finder.
@@ -80,7 +81,8 @@ func (a NetsetupApplier) Live(ctx context.Context, ns Namespace, key string, fam
 	return a.Applier.Live(ctx, ns, key, families)
 }
 
-// NftApplier adapts *nft.Applier (Istio's native nftables rules over netlink) to Applier.
+// NftApplier adapts *nft.Applier (Istio's native nftables rules over netlink) to Applier and
+// NftablesLister.
 type NftApplier struct{ *nft.Applier }
 
 // Apply programs ns (see nft.Applier.Apply), which looks for iptables rules first in the same
@@ -101,6 +103,12 @@ func (a NftApplier) Verify(ctx context.Context, ns Namespace, key string, cfg *r
 // Programmed reports whether ns holds any of our nftables tables (see nft.Applier.Programmed).
 func (a NftApplier) Programmed(ctx context.Context, ns Namespace, key string) (bool, error) {
 	return a.Applier.Programmed(ctx, ns, key)
+}
+
+// NftablesLive lists our inet tables in ns, cfg's rules as nft text and any other rule as a
+// marker (see nft.Applier.Live). It changes nothing.
+func (a NftApplier) NftablesLive(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (string, error) {
+	return a.Applier.Live(ctx, ns, key, cfg)
 }
 
 // Foreign returns "": Apply looks for iptables rules of either iptables backend itself, in the

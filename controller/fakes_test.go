@@ -264,6 +264,23 @@ func (a *fakeApplier) Live(_ context.Context, ns Namespace, key string, families
 	return out, nil
 }
 
+// NftablesLive lists the live hash as if it were the nftables backend's listing (for inspect):
+// one table holding it, or the real listing's line for none, after its note without a
+// configuration.
+func (a *fakeApplier) NftablesLive(_ context.Context, ns Namespace, key string, cfg *rules.Config) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, _ := ns.ID()
+	note := ""
+	if cfg == nil {
+		note = "# no valid configuration: no rule is compared with a rule set\n"
+	}
+	if a.live[id] == "" {
+		return note + "# no tables of ours (inet istio-proxy-nat, istio-proxy-mangle, istio-proxy-raw)\n", nil
+	}
+	return note + "table inet istio-proxy-nat {\n\t# rules " + a.live[id] + "\n}\n", nil
+}
+
 // takeCalls returns and clears the recorded calls.
 func (a *fakeApplier) takeCalls() []string {
 	a.mu.Lock()
@@ -274,7 +291,8 @@ func (a *fakeApplier) takeCalls() []string {
 }
 
 var (
-	_ Finder     = (*fakeFinder)(nil)
-	_ Applier    = (*fakeApplier)(nil)
-	_ LiveReader = (*fakeApplier)(nil)
+	_ Finder         = (*fakeFinder)(nil)
+	_ Applier        = (*fakeApplier)(nil)
+	_ LiveReader     = (*fakeApplier)(nil)
+	_ NftablesLister = (*fakeApplier)(nil)
 )

@@ -22,6 +22,13 @@ type LiveReader interface {
 	Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error)
 }
 
+// NftablesLister lists the live nftables tables of ours in a namespace, for inspect of a pod of
+// the nftables backend (see nft.Applier.Live): nft text for the rules of cfg's rule set, a marker
+// naming the expressions of any other rule.
+type NftablesLister interface {
+	NftablesLive(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (string, error)
+}
+
 // Verdict is inspect's conclusion about one pod.
 type Verdict string
 
@@ -79,8 +86,12 @@ type Inspection struct {
 	Namespace string                  // path of the namespace found
 	NetnsID   string                  // its identity
 	NSErr     error                   // the namespace could not be found or identified
-	Live      map[rules.Family]string // iptables-save per family
-	LiveErr   error
+	// Backend is the rules backend the pod is inspected with (see inspectBackend); its live rules
+	// are Live (iptables) or NftLive (nftables).
+	Backend contract.Backend
+	Live    map[rules.Family]string // iptables-save per family (iptables backend)
+	NftLive string                  // the listing of our inet tables (nftables backend)
+	LiveErr error
 	// VerifyErr is the check of the live rules against the current configuration (nil: they match).
 	VerifyErr error
 	// Programmed: some rules of ours are live.
@@ -101,6 +112,7 @@ type Inspection struct {
 func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder Finder, live LiveReader, records RecordReader) *Inspection {
 	in := &Inspection{Pod: pod, Annotations: ours(pod)}
 	backend, live := inspectBackend(in.Annotations, live)
+	in.Backend = backend
 	in.Spec = evaluate(pod, podconfig.PodIPs(pod), backend)
 	in.Skip = skipReason(pod, pod.Spec.NodeName, waitContainer)
 	if in.Spec.cfg != nil {
@@ -123,7 +135,11 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 		} else {
 			in.NetnsID = id.String()
 		}
-		in.Live, in.LiveErr = live.Live(ctx, ns, key, []rules.Family{rules.IPv4, rules.IPv6})
+		if backend == contract.BackendNftables {
+			in.NftLive, in.LiveErr = nftablesLive(ctx, live, ns, key, in.Spec.cfg)
+		} else {
+			in.Live, in.LiveErr = live.Live(ctx, ns, key, []rules.Family{rules.IPv4, rules.IPv6})
+		}
 		in.Programmed, _ = live.Programmed(ctx, ns, key)
 		if in.Spec.cfg != nil {
 			_, in.VerifyErr = live.Verify(ctx, ns, key, in.Spec.cfg)
@@ -135,6 +151,15 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 	}
 	in.Verdict, in.Explanation, in.Err = decide(in)
 	return in
+}
+
+// nftablesLive is live's listing of the nftables tables, marked against cfg (nil: none valid).
+func nftablesLive(ctx context.Context, live LiveReader, ns Namespace, key string, cfg *rules.Config) (string, error) {
+	l, ok := live.(NftablesLister)
+	if !ok {
+		return "", errors.New("no nftables listing")
+	}
+	return l.NftablesLive(ctx, ns, key, cfg)
 }
 
 // decide is the verdict logic (pure; unit-tested).
@@ -226,6 +251,9 @@ func (in *Inspection) Write(w io.Writer) {
 		if text, ok := in.Live[f]; ok {
 			p("  # %s live rules (iptables-save)\n%s", f, indent(text, "  "))
 		}
+	}
+	if in.NftLive != "" {
+		p("Live rules (nftables, inet tables istio-proxy-*):\n%s", indent(in.NftLive, "  "))
 	}
 	if in.HasRecord {
 		p("Release record: %s\n", in.describeRecord())

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,8 +12,8 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
-
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/istioapi"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
 
 func TestInspectVerdicts(t *testing.T) {
@@ -168,4 +170,81 @@ func TestInspectShowsTheReleaseRecord(t *testing.T) {
 	if strings.Contains(out.String(), "Release record") {
 		t.Fatalf("a record line without a reader:\n%s", out.String())
 	}
+}
+
+// TestInspectListsThePodsBackend: a pod released with the nftables backend is listed by the
+// nftables backend under its heading (not with iptables-save, whose tables are not its rules),
+// also with the node's flag back on iptables; a released iptables pod still gets iptables-save,
+// also with the flag on nftables; a pod not released yet gets the node's default backend's.
+func TestInspectListsThePodsBackend(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	plain := meshPod("web", "10.1.0.5")
+	nftHash, iptHash := hashIn(t, contract.BackendNftables, plain), hashIn(t, contract.BackendIPTables, plain)
+	const heading = "Live rules (nftables, inet tables istio-proxy-*):\n"
+	cases := map[string]struct {
+		def     contract.Backend
+		mutate  []func(*corev1.Pod)
+		want    []string
+		notWant []string
+	}{
+		"nftables pod": {contract.BackendIPTables, []func(*corev1.Pod){annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
+			contract.KeyRules, nftHash, contract.KeyFamilies, "ipv4", contract.KeyBackend, "nftables")},
+			[]string{heading + "  table inet istio-proxy-nat {\n  \t# rules " + nftHash + "\n  }\n", "Verdict:      OK: "},
+			[]string{"iptables-save", "# rules " + iptHash}},
+		"iptables pod": {contract.BackendNftables, []func(*corev1.Pod){annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
+			contract.KeyRules, iptHash, contract.KeyFamilies, "ipv4")},
+			[]string{"  # ipv4 live rules (iptables-save)\n  # rules " + iptHash + "\n", "  # ipv6 live rules (iptables-save)\n", "Verdict:      OK: "},
+			[]string{"nftables", "# rules " + nftHash}},
+		"not released, nftables node": {contract.BackendNftables, nil,
+			[]string{heading + "  table inet istio-proxy-nat {\n  \t# rules " + nftHash + "\n  }\n", "Verdict:      NOT PROGRAMMED"},
+			[]string{"iptables-save"}},
+		"invalid configuration": {contract.BackendIPTables, []func(*corev1.Pod){annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
+			contract.KeyRules, nftHash, contract.KeyFamilies, "ipv4", contract.KeyBackend, "nftables", istioapi.AnnotationExcludeInboundPorts, "x")},
+			[]string{heading + "  # no valid configuration: no rule is compared with a rule set\n  table inet istio-proxy-nat {\n", "Verdict:      SPEC CHANGED"},
+			[]string{"iptables-save"}},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			pod := meshPod("web", "10.1.0.5", c.mutate...)
+			finder, ipt, nf := newFakeFinder(), newFakeApplier(), newFakeApplier()
+			nf.backend = contract.BackendNftables
+			finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+			ipt.live[cookie(4097)], nf.live[cookie(4097)] = iptHash, nftHash // each backend's tables hold its rules
+			in := Inspect(ctx, pod, DefaultWaitContainerName, finder, Backends{Default: c.def, IPTables: ipt, Nftables: nf}, nil)
+			var out bytes.Buffer
+			in.Write(&out)
+			for _, w := range c.want {
+				if !strings.Contains(out.String(), w) {
+					t.Fatalf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range c.notWant {
+				if strings.Contains(out.String(), w) {
+					t.Fatalf("output has %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+
+	// The nftables listing cannot be read: said so, and no listing is printed.
+	pod := meshPod("web", "10.1.0.5", annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
+		contract.KeyRules, nftHash, contract.KeyFamilies, "ipv4", contract.KeyBackend, "nftables"))
+	finder := newFakeFinder()
+	finder.sandbox(string(pod.UID), 4097, "10.1.0.5")
+	nf := brokenNftLister{newFakeApplier()}
+	nf.backend = contract.BackendNftables
+	nf.live[cookie(4097)] = nftHash
+	var out bytes.Buffer
+	Inspect(ctx, pod, DefaultWaitContainerName, finder, Backends{Default: contract.BackendNftables, IPTables: newFakeApplier(), Nftables: nf}, nil).Write(&out)
+	if want := "Live rules:   cannot read them: network namespace /run/netns/fake-4097: list the nftables tables: netlink: permission denied\n"; !strings.Contains(out.String(), want) ||
+		strings.Contains(out.String(), "Live rules (nftables") {
+		t.Fatalf("output lacks %q, or has a listing:\n%s", want, out.String())
+	}
+}
+
+// brokenNftLister is a fake nftables backend whose listing fails.
+type brokenNftLister struct{ *fakeApplier }
+
+func (b brokenNftLister) NftablesLive(_ context.Context, ns Namespace, _ string, _ *rules.Config) (string, error) {
+	return "", fmt.Errorf("network namespace %s: list the nftables tables: netlink: permission denied", ns.Path())
 }

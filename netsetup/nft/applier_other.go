@@ -35,3 +35,7 @@ func (a *Applier) ForeignRules(context.Context, netsetup.Namespace, string) (boo
 }
 
 func (a *Applier) Foreign(netsetup.Namespace) (string, error) { return "", errUnsupported }
+
+func (a *Applier) Live(context.Context, netsetup.Namespace, string, *rules.Config) (string, error) {
+	return "", errUnsupported
+}

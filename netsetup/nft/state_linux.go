@@ -117,26 +117,9 @@ func hookString(typ, hook string, prio int32, policy string) string {
 // readState reads our tables from the kernel as it encodes them: tables, chains and rules in one
 // raw dump each on nc; sets (only when a rule looks one up) through google/nftables.
 func readState(nc *conn) (State, error) {
-	tables, err := dumpTables(nc)
-	if err != nil {
-		return nil, fmt.Errorf("list inet tables: %w", err)
-	}
-	var present []rawTable
-	for _, name := range ourTables {
-		if i := slices.IndexFunc(tables, func(t rawTable) bool { return t.name == name }); i >= 0 {
-			present = append(present, tables[i])
-		}
-	}
-	if len(present) == 0 {
-		return nil, nil
-	}
-	chains, err := dumpChains(nc)
-	if err != nil {
-		return nil, fmt.Errorf("list inet chains: %w", err)
-	}
-	rules, err := dumpRules(nc)
-	if err != nil {
-		return nil, fmt.Errorf("list inet rules: %w", err)
+	present, chains, rules, err := dumpOurs(nc)
+	if err != nil || len(present) == 0 {
+		return nil, err
 	}
 	st := make(State, 0, len(present))
 	for _, t := range present {
@@ -148,6 +131,33 @@ func readState(nc *conn) (State, error) {
 		st = append(st, ts)
 	}
 	return st, nil
+}
+
+// dumpOurs returns our tables that exist (in ourTables order) and, when there is one, every inet
+// chain and rule: one raw dump each on nc.
+func dumpOurs(nc *conn) ([]rawTable, []rawChain, map[chainRef][]rawRule, error) {
+	tables, err := dumpTables(nc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list inet tables: %w", err)
+	}
+	var present []rawTable
+	for _, name := range ourTables {
+		if i := slices.IndexFunc(tables, func(t rawTable) bool { return t.name == name }); i >= 0 {
+			present = append(present, tables[i])
+		}
+	}
+	if len(present) == 0 {
+		return nil, nil, nil, nil
+	}
+	chains, err := dumpChains(nc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list inet chains: %w", err)
+	}
+	rules, err := dumpRules(nc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("list inet rules: %w", err)
+	}
+	return present, chains, rules, nil
 }
 
 func readTable(name string, chains []rawChain, rules map[chainRef][]rawRule) (TableState, error) {
