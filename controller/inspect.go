@@ -11,6 +11,7 @@ import (
 
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/contract"
+	"github.com/redhat-cop/istio-pod-network-controller/netsetup/nft"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/podconfig"
 	"github.com/redhat-cop/istio-pod-network-controller/netsetup/rules"
 )
@@ -82,7 +83,8 @@ type Inspection struct {
 	Skip        string            // why the controller would not work on the pod now ("" = it would)
 
 	Spec      spec
-	Payloads  map[rules.Family]string // the rules the configuration implies, per family
+	Payloads  map[rules.Family]string // the rules the configuration implies, per family (iptables backend)
+	NftRules  string                  // the rules the configuration implies as nft text (nftables backend)
 	Namespace string                  // path of the namespace found
 	NetnsID   string                  // its identity
 	NSErr     error                   // the namespace could not be found or identified
@@ -115,7 +117,13 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 	in.Backend = backend
 	in.Spec = evaluate(pod, podconfig.PodIPs(pod), backend)
 	in.Skip = skipReason(pod, pod.Spec.NodeName, waitContainer)
-	if in.Spec.cfg != nil {
+	switch {
+	case in.Spec.cfg == nil:
+	case backend == contract.BackendNftables:
+		if rs, err := nft.Generate(in.Spec.cfg); err == nil {
+			in.NftRules = rs.Text()
+		}
+	default:
 		rs, _ := rules.Generate(in.Spec.cfg)
 		in.Payloads = map[rules.Family]string{}
 		for _, f := range rs.Families() {
@@ -237,6 +245,9 @@ func (in *Inspection) Write(w io.Writer) {
 		if payload, ok := in.Payloads[f]; ok {
 			p("  # %s rules the configuration implies\n%s", f, indent(payload, "  "))
 		}
+	}
+	if in.NftRules != "" {
+		p("  # nftables rules the configuration implies (nft -f text)\n%s", indent(in.NftRules, "  "))
 	}
 	switch {
 	case in.NSErr != nil:

@@ -181,6 +181,8 @@ func TestInspectListsThePodsBackend(t *testing.T) {
 	plain := meshPod("web", "10.1.0.5")
 	nftHash, iptHash := hashIn(t, contract.BackendNftables, plain), hashIn(t, contract.BackendIPTables, plain)
 	const heading = "Live rules (nftables, inet tables istio-proxy-*):\n"
+	// The configuration's rules in the pod's backend's form: nft text for an nftables pod.
+	const nftImplied = "  # nftables rules the configuration implies (nft -f text)\n  add table inet istio-proxy-nat\n"
 	cases := map[string]struct {
 		def     contract.Backend
 		mutate  []func(*corev1.Pod)
@@ -189,11 +191,12 @@ func TestInspectListsThePodsBackend(t *testing.T) {
 	}{
 		"nftables pod": {contract.BackendIPTables, []func(*corev1.Pod){annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
 			contract.KeyRules, nftHash, contract.KeyFamilies, "ipv4", contract.KeyBackend, "nftables")},
-			[]string{heading + "  table inet istio-proxy-nat {\n  \t# rules " + nftHash + "\n  }\n", "Verdict:      OK: "},
-			[]string{"iptables-save", "# rules " + iptHash}},
+			[]string{heading + "  table inet istio-proxy-nat {\n  \t# rules " + nftHash + "\n  }\n", "Verdict:      OK: ", nftImplied},
+			[]string{"iptables-save", "# rules " + iptHash, "rules the configuration implies\n"}},
 		"iptables pod": {contract.BackendNftables, []func(*corev1.Pod){annotate(contract.KeyStatus, "ready", contract.KeyNetns, "cookie:4097",
 			contract.KeyRules, iptHash, contract.KeyFamilies, "ipv4")},
-			[]string{"  # ipv4 live rules (iptables-save)\n  # rules " + iptHash + "\n", "  # ipv6 live rules (iptables-save)\n", "Verdict:      OK: "},
+			[]string{"  # ipv4 live rules (iptables-save)\n  # rules " + iptHash + "\n", "  # ipv6 live rules (iptables-save)\n", "Verdict:      OK: ",
+				"  # ipv4 rules the configuration implies\n  * nat\n"},
 			[]string{"nftables", "# rules " + nftHash}},
 		"not released, nftables node": {contract.BackendNftables, nil,
 			[]string{heading + "  table inet istio-proxy-nat {\n  \t# rules " + nftHash + "\n  }\n", "Verdict:      NOT PROGRAMMED"},
