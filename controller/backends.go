@@ -155,13 +155,13 @@ func (r *podRun) applier() Applier {
 }
 
 // inspectBackend returns the backend inspect checks a pod with (as the controller would: a ready
-// pod's recorded one, else the node's default) and the LiveReader whose Verify and Programmed
-// are that backend's; it is also a NftablesLister (the nftables backend's listing), which
-// Inspect uses instead of Live for an nftables pod.
-func inspectBackend(ann annotations, live LiveReader) (contract.Backend, LiveReader) {
+// pod's recorded one, else the node's default), the LiveReader whose Verify and Programmed are
+// that backend's, and the nftables backend's listing (nil when there is none), which Inspect uses
+// instead of Live for an nftables pod.
+func inspectBackend(ann annotations, live LiveReader) (contract.Backend, LiveReader, NftablesLister) {
 	bs, ok := live.(Backends)
 	if !ok {
-		return contract.BackendIPTables, live
+		return contract.BackendIPTables, live, nil
 	}
 	b := bs.Default
 	if ann.status() == contract.StatusReady {
@@ -169,26 +169,14 @@ func inspectBackend(ann annotations, live LiveReader) (contract.Backend, LiveRea
 			b = rb
 		}
 	}
-	return b, backendLive{Applier: bs.For(b), live: bs.IPTables, nft: bs.Nftables}
+	lister, _ := bs.Nftables.(NftablesLister)
+	return b, backendLive{Applier: bs.For(b), live: bs.IPTables}, lister
 }
 
-// backendLive is one backend's Verify and Programmed with the iptables rules listing of Live and
-// the nftables backend's listing of NftablesLive.
+// backendLive is one backend's Verify and Programmed with the iptables rules listing of Live.
 type backendLive struct {
 	Applier
 	live Applier
-	nft  Applier
-}
-
-var _ NftablesLister = backendLive{}
-
-// NftablesLive lists the nftables backend's tables (see NftApplier.NftablesLive).
-func (l backendLive) NftablesLive(ctx context.Context, ns Namespace, key string, cfg *rules.Config) (string, error) {
-	lr, ok := l.nft.(NftablesLister)
-	if !ok {
-		return "", fmt.Errorf("no nftables listing")
-	}
-	return lr.NftablesLive(ctx, ns, key, cfg)
 }
 
 func (l backendLive) Live(ctx context.Context, ns Namespace, key string, families []rules.Family) (map[rules.Family]string, error) {

@@ -88,9 +88,7 @@ type Inspection struct {
 	Namespace string                  // path of the namespace found
 	NetnsID   string                  // its identity
 	NSErr     error                   // the namespace could not be found or identified
-	// Backend is the rules backend the pod is inspected with (see inspectBackend); its live rules
-	// are Live (iptables) or NftLive (nftables).
-	Backend contract.Backend
+	// The live rules of the pod's backend (see inspectBackend): Live or NftLive.
 	Live    map[rules.Family]string // iptables-save per family (iptables backend)
 	NftLive string                  // the listing of our inet tables (nftables backend)
 	LiveErr error
@@ -113,8 +111,7 @@ type Inspection struct {
 // anything.
 func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder Finder, live LiveReader, records RecordReader) *Inspection {
 	in := &Inspection{Pod: pod, Annotations: ours(pod)}
-	backend, live := inspectBackend(in.Annotations, live)
-	in.Backend = backend
+	backend, live, lister := inspectBackend(in.Annotations, live)
 	in.Spec = evaluate(pod, podconfig.PodIPs(pod), backend)
 	in.Skip = skipReason(pod, pod.Spec.NodeName, waitContainer)
 	switch {
@@ -143,10 +140,13 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 		} else {
 			in.NetnsID = id.String()
 		}
-		if backend == contract.BackendNftables {
-			in.NftLive, in.LiveErr = nftablesLive(ctx, live, ns, key, in.Spec.cfg)
-		} else {
+		switch {
+		case backend != contract.BackendNftables:
 			in.Live, in.LiveErr = live.Live(ctx, ns, key, []rules.Family{rules.IPv4, rules.IPv6})
+		case lister == nil:
+			in.LiveErr = errors.New("no nftables listing")
+		default:
+			in.NftLive, in.LiveErr = lister.NftablesLive(ctx, ns, key, in.Spec.cfg)
 		}
 		in.Programmed, _ = live.Programmed(ctx, ns, key)
 		if in.Spec.cfg != nil {
@@ -159,15 +159,6 @@ func Inspect(ctx context.Context, pod *corev1.Pod, waitContainer string, finder 
 	}
 	in.Verdict, in.Explanation, in.Err = decide(in)
 	return in
-}
-
-// nftablesLive is live's listing of the nftables tables, marked against cfg (nil: none valid).
-func nftablesLive(ctx context.Context, live LiveReader, ns Namespace, key string, cfg *rules.Config) (string, error) {
-	l, ok := live.(NftablesLister)
-	if !ok {
-		return "", errors.New("no nftables listing")
-	}
-	return l.NftablesLive(ctx, ns, key, cfg)
 }
 
 // decide is the verdict logic (pure; unit-tested).

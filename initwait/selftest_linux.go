@@ -68,18 +68,22 @@ func (r *RedirectTest) test(ctx context.Context, f Family) error {
 		return fmt.Errorf("connected to %s, but none of the listeners on %s ports %v received the connection: "+
 			"it was not redirected (%v)", target, listenIP, r.ProxyPorts, err)
 	}
-	landed := "a listener"
-	if sa, err := unix.Getsockname(accepted); err == nil {
-		landed = sockaddrAddrPort(sa).String()
-	}
 	dst, err := originalDst(accepted, f)
 	if err != nil {
-		return fmt.Errorf("connection to %s landed on %s but its original destination is unknown: %w", target, landed, err)
+		return fmt.Errorf("connection to %s landed on %s but its original destination is unknown: %w", target, localAddr(accepted), err)
 	}
 	if dst.Port() != r.TargetPort {
-		return fmt.Errorf("connection to %s landed on %s with original destination %s, want port %d", target, landed, dst, r.TargetPort)
+		return fmt.Errorf("connection to %s landed on %s with original destination %s, want port %d", target, localAddr(accepted), dst, r.TargetPort)
 	}
 	return nil
+}
+
+// localAddr names a socket's local address, for messages.
+func localAddr(fd int) string {
+	if sa, err := unix.Getsockname(fd); err == nil {
+		return sockaddrAddrPort(sa).String()
+	}
+	return "a listener"
 }
 
 // socketFor opens a non-blocking TCP socket of addr's family (IPv6 only for IPv6, as Go's tcp6).

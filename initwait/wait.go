@@ -202,26 +202,20 @@ func (w *waiter) run(ctx context.Context) ExitCode {
 	// ever creating an inotify instance. Closing one that had a watch, which the kernel does at
 	// exit, waits for an SRCU grace period of the whole node's fsnotify marks: 4–20 ms between
 	// the last log line and the exit (docs/wait.md).
-	if w.cfg.Interrupts == nil {
-		if code, done := w.step(ctx, true); done {
-			return code
-		}
-	} else {
-		// The look's lines are held until the signals are subscribed: once the wait has logged
-		// the state it waits in, a SIGTERM ends it with ExitError and its reason.
-		held := &heldLog{next: w.log.Handler()}
-		w.log = slog.New(held)
-		code, done := w.step(ctx, true)
-		if !done {
-			var stop func()
-			ctx, stop = w.cfg.Interrupts(ctx)
-			defer stop()
-		}
-		w.log = slog.New(held.next)
-		held.flush(ctx)
-		if done {
-			return code
-		}
+	// The look's lines are held until the signals are subscribed: once the wait has logged the
+	// state it waits in, a SIGTERM ends it with ExitError and its reason.
+	held := &heldLog{next: w.log.Handler()}
+	w.log = slog.New(held)
+	code, done := w.step(ctx, true)
+	if !done && w.cfg.Interrupts != nil {
+		var stop func()
+		ctx, stop = w.cfg.Interrupts(ctx)
+		defer stop()
+	}
+	w.log = slog.New(held.next)
+	held.flush(ctx)
+	if done {
+		return code
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -216,15 +216,9 @@ func liveHook(hook string) string {
 
 // liveFlags names a table's flags as nft does ("dormant"), unknown bits in hex.
 func liveFlags(flags uint32) string {
-	var names []string
-	for i, n := range []string{"dormant", "owner", "persist"} {
-		if flags&(1<<i) != 0 {
-			names = append(names, n)
-			flags &^= 1 << i
-		}
-	}
-	if flags != 0 {
-		names = append(names, fmt.Sprintf("%#x", flags))
+	names, unknown := tableFlagNames(flags)
+	if unknown != 0 {
+		names = append(names, fmt.Sprintf("%#x", unknown))
 	}
 	return strings.Join(names, ",")
 }

@@ -93,13 +93,19 @@ func tableFlagsText(flags uint32) string {
 	if flags == 0 {
 		return "0"
 	}
-	var names []string
+	names, _ := tableFlagNames(flags)
+	return fmt.Sprintf("%#x (%s)", flags, strings.Join(names, ", "))
+}
+
+// tableFlagNames names the known flags set in flags, as nft does, and returns the unknown bits.
+func tableFlagNames(flags uint32) (names []string, unknown uint32) {
 	for i, n := range []string{"dormant", "owner", "persist"} {
 		if flags&(1<<i) != 0 {
 			names = append(names, n)
+			flags &^= 1 << i
 		}
 	}
-	return fmt.Sprintf("%#x (%s)", flags, strings.Join(names, ", "))
+	return names, flags
 }
 
 func chainNames(cs []ChainState) string {
