@@ -329,12 +329,18 @@ func (s *faultSuite) uninstall(t *testing.T) {
 		t.Logf("helm uninstall:\n%s", out)
 	}
 	n.waitPods(t, controllerNS, "the controller pod gone", func(ps []corev1.Pod) bool { return len(ps) == 0 })
+	// The new pod is one created after the controller was gone: a pod the ReplicaSet was still
+	// creating (after the step before) may have been programmed by the controller before it went.
+	existing := map[types.UID]bool{}
+	for _, p := range n.listPods(t, meshNS) {
+		existing[p.UID] = true
+	}
 	n.scale(t, deployment, int32(len(pods)+1))
 	var waiting corev1.Pod
 	n.waitPods(t, meshNS, "a new pod's wait container running", func(ps []corev1.Pod) bool {
 		for _, p := range ps {
 			for _, st := range p.Status.InitContainerStatuses {
-				if !before[p.UID].isSet() && st.Name == harness.WaitContainer && st.State.Running != nil {
+				if !existing[p.UID] && st.Name == harness.WaitContainer && st.State.Running != nil {
 					waiting = p
 					return true
 				}
