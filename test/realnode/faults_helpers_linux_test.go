@@ -311,8 +311,6 @@ func smallProxy(spec *corev1.PodSpec) {
 	}
 }
 
-func (st podState) isSet() bool { return st.netns != "" }
-
 // releasedSince reports whether the pod's wait container exited 0 in a run that started at t0 or
 // later (the API's times have one-second precision).
 func releasedSince(p *corev1.Pod, t0 time.Time) bool {
